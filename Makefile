@@ -1,0 +1,38 @@
+# Quick start: `make demo` and `make test`. Everything installs into .venv/ in this folder.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: all venv sysdeps lint typecheck pytest test demo bench clean
+
+all: venv
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+sysdeps:
+	@scripts/install-system-deps.sh
+
+lint: venv
+	$(BIN)/ruff check sip dialer tests benchmarks
+	$(BIN)/ruff format --check sip dialer tests benchmarks
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: venv sysdeps
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+demo: venv sysdeps
+	$(BIN)/dialer demo
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian tools the tests need (SIPp from sip-tester) when they are missing.
+set -euo pipefail
+missing=()
+command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "error: missing system packages: ${missing[*]}; run 'sudo apt-get install ${missing[*]}' (or run make as root)" >&2
+    exit 1
+fi
+echo "installing system packages: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
