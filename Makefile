@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv sysdeps lint typecheck pytest test demo bench clean
+.PHONY: all venv sysdeps lint typecheck pytest test demo bench bench-intake clean
 
 all: venv
 
@@ -33,6 +33,9 @@ test: lint typecheck pytest
 
 demo: venv sysdeps
 	$(BIN)/dialer demo
+
+bench-intake: venv
+	$(BIN)/python benchmarks/intake.py --leads 20000 --concurrency 16
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

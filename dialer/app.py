@@ -1,0 +1,202 @@
+"""The composition root: the one place that builds and wires the daemon's objects.
+
+Start-up order (one ``cleanup_ctx`` generator per resource, so stop order mirrors it):
+
+1. embedded PostgreSQL, when ``[database] url`` is empty (``pgserver`` in ``data_dir``);
+2. the asyncpg pool, then the migrations, then the :class:`~dialer.store.Store`;
+3. (later issues append the pipeline, SIP endpoint, SLA timers here);
+4. the HTTP site, bound last, so no request arrives before the store is ready.
+
+Shutdown (SIGTERM/SIGINT, or :meth:`Daemon.stop`): the listening socket closes first, in-flight
+requests finish (up to ``[daemon] drain_timeout_s``), then the contexts unwind in reverse: pool
+closed, embedded PostgreSQL stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from types import ModuleType
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from dialer.api import DEFAULT_ROUTE_MODULES, create_app
+from dialer.api.keys import CONFIG_KEY, DATABASE_URL_KEY, STORE_KEY
+from dialer.config import Config
+from dialer.logs import get_logger
+from dialer.store import Store
+from dialer.store.embedded import EmbeddedPostgres
+from dialer.store.migrate import apply_migrations
+from dialer.store.pool import create_pool
+
+__all__ = [
+    "Daemon",
+    "build_app",
+    "database_ctx",
+    "embedded_postgres_ctx",
+    "run_async",
+    "serve",
+]
+
+_log = get_logger("dialer.app")
+_T = TypeVar("_T")
+
+
+async def embedded_postgres_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Resolve the database URL: ``[database] url``, or start embedded PostgreSQL for it."""
+    database = app[CONFIG_KEY].database
+    if database.url:
+        app[DATABASE_URL_KEY] = database.url
+        yield
+        return
+    embedded = EmbeddedPostgres(database.data_dir)
+    _log.info("starting embedded postgresql", data_dir=str(embedded.data_dir))
+    app[DATABASE_URL_KEY] = await embedded.start()
+    try:
+        yield
+    finally:
+        await embedded.stop()
+        _log.info("embedded postgresql released", data_dir=str(embedded.data_dir))
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the pool, apply pending migrations, publish the :class:`Store`; close the pool."""
+    database = app[CONFIG_KEY].database
+    pool = await create_pool(
+        app[DATABASE_URL_KEY], min_size=database.pool_min, max_size=database.pool_max
+    )
+    try:
+        async with pool.acquire() as conn:
+            applied = await apply_migrations(conn)
+        if applied:
+            _log.info("migrations applied", migrations=[m.name for m in applied])
+        app[STORE_KEY] = Store(pool)
+        yield
+    finally:
+        await pool.close()
+
+
+def build_app(
+    config: Config,
+    *,
+    allow_anonymous: bool | None = None,
+    route_modules: Sequence[ModuleType] = DEFAULT_ROUTE_MODULES,
+) -> web.Application:
+    """The HTTP app with every start-up context of the daemon attached, in order."""
+    app = create_app(config, route_modules=route_modules, allow_anonymous=allow_anonymous)
+    app.cleanup_ctx.append(embedded_postgres_ctx)
+    app.cleanup_ctx.append(database_ctx)
+    return app
+
+
+class Daemon:
+    """The daemon's lifecycle: :meth:`start` brings everything up, :meth:`stop` drains it."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        allow_anonymous: bool | None = None,
+        route_modules: Sequence[ModuleType] = DEFAULT_ROUTE_MODULES,
+    ) -> None:
+        self.config = config
+        self.app = build_app(config, allow_anonymous=allow_anonymous, route_modules=route_modules)
+        self._runner = web.AppRunner(
+            self.app,
+            access_log=None,  # one log line per lead is written by the handler instead
+            handle_signals=False,
+            shutdown_timeout=config.daemon.drain_timeout_s,
+        )
+        self._url: str | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL the API listens on (the real port when ``listen`` asked for port 0)."""
+        if self._url is None:
+            raise RuntimeError("daemon not started")
+        return self._url
+
+    @property
+    def store(self) -> Store:
+        """The store (after :meth:`start`)."""
+        return self.app[STORE_KEY]
+
+    async def start(self) -> None:
+        """Start database, pool, migrations, then listen. Cleans up after itself on failure."""
+        api = self.config.api
+        try:
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, api.host, api.port, reuse_address=True)
+            await site.start()
+        except BaseException:
+            await self._runner.cleanup()
+            raise
+        host, port = self._bound_address(api.host, api.port)
+        shown_host = f"[{host}]" if ":" in host else host
+        self._url = f"http://{shown_host}:{port}"
+        _log.info("listening", url=self._url)
+
+    def _bound_address(self, host: str, port: int) -> tuple[str, int]:
+        for address in self._runner.addresses:
+            if isinstance(address, tuple) and len(address) >= 2:
+                return str(address[0]), int(address[1])
+        return host, port
+
+    async def stop(self) -> None:
+        """Stop accepting, finish in-flight requests, then unwind every context."""
+        _log.info("stopping")
+        await self._runner.cleanup()
+        _log.info("stopped")
+
+
+async def serve(
+    config: Config,
+    *,
+    allow_anonymous: bool | None = None,
+    on_ready: Callable[[Daemon], Awaitable[None]] | None = None,
+    stop_event: asyncio.Event | None = None,
+) -> None:
+    """Run the daemon until SIGTERM/SIGINT (or ``stop_event``), then shut down gracefully.
+
+    ``on_ready`` runs once the API listens (the demo posts its sample leads there).
+    """
+    stop_event = stop_event if stop_event is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    # Handlers first: a SIGTERM during start-up then stops the daemon cleanly once it is up,
+    # instead of killing the process with the embedded PostgreSQL half attached.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, _on_signal, signum, stop_event)
+            handled.append(signum)
+        except (NotImplementedError, RuntimeError):  # not the main thread / Windows
+            pass
+    try:
+        daemon = Daemon(config, allow_anonymous=allow_anonymous)
+        await daemon.start()
+        try:
+            if on_ready is not None and not stop_event.is_set():
+                await on_ready(daemon)
+            await stop_event.wait()
+        finally:
+            await daemon.stop()
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+
+
+def _on_signal(signum: signal.Signals, stop_event: asyncio.Event) -> None:
+    _log.info("signal received, shutting down", signal=signum.name)
+    stop_event.set()
+
+
+def run_async(main: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``main`` on uvloop when it is importable, else on the default asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        return asyncio.run(main)
+    result: _T = uvloop.run(main)
+    return result

@@ -1,0 +1,312 @@
+"""The ``dialer`` command line: ``run``, ``demo``, ``migrate``.
+
+Each subcommand is a ``_cmd_<name>(args) -> int`` function registered in :func:`build_parser`
+(``add_parser`` + ``set_defaults(handler=...)``): adding one is two lines there and one function.
+
+Exit codes: 0 success (including a graceful shutdown), 1 the daemon could not start (port in
+use, database unreachable ...), 2 usage or configuration error. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import errno
+import json
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import asyncpg
+
+from dialer.config import Config, ConfigError, LogConfig, load_config, parse_hostport
+from dialer.logs import configure_logging
+from dialer.store.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from dialer.store.migrate import MigrationError, apply_migrations
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK: Final = 0
+EXIT_START_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+
+_START_ERRORS: Final = (
+    OSError,
+    EmbeddedPostgresError,
+    MigrationError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+class _StartError(Exception):
+    """The daemon could not start; the message is the one line shown to the user."""
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from dialer.app import run_async, serve
+
+    config = load_config(args.config)
+    if not config.api.tokens and not config.api.allow_anonymous:
+        raise ConfigError(
+            "api.tokens",
+            "no API tokens configured; set [api] tokens (or DIALER_API_TOKENS), "
+            "or set [api] allow_anonymous = true to run without authentication",
+        )
+    configure_logging(config.log)
+    run_async(serve(config))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- migrate
+
+
+async def _migrate(config: Config) -> list[str]:
+    embedded: EmbeddedPostgres | None = None
+    dsn = config.database.url
+    if not dsn:
+        embedded = EmbeddedPostgres(config.database.data_dir)
+        dsn = await embedded.start()
+    try:
+        conn = await asyncpg.connect(dsn)
+        try:
+            applied = await apply_migrations(conn)
+        finally:
+            await conn.close()
+    finally:
+        if embedded is not None:
+            await embedded.stop()
+    return [migration.name for migration in applied]
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from dialer.app import run_async
+
+    config = load_config(args.config)
+    configure_logging(config.log)
+    applied = run_async(_migrate(config))
+    if applied:
+        _out("applied: " + ", ".join(applied))
+    else:
+        _out("database is up to date")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- demo
+
+_DEMO_LEADS: Final[tuple[dict[str, Any], ...]] = (
+    {
+        "phone": "(415) 555-2671",
+        "name": "Ada Lovelace",
+        "email": "ada@Analytical.example",
+        "company": "Analytical Engines",
+        "source": "website",
+        "intent": "high",
+        "fields": {"form": "pricing", "seats": 25},
+    },
+    {
+        "phone": "+44 20 7183 8750",
+        "name": "Charles Babbage",
+        "company": "Difference Ltd",
+        "source": "partner",
+        "intent": "medium",
+    },
+    {
+        "phone": "+1 212 555 0199",
+        "name": "Grace Hopper",
+        "source": "webinar",
+        "intent": "low",
+        "submitted_at": "2099-01-01T00:00:00Z",
+    },
+)
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
+def _format_event(event: dict[str, Any]) -> str:
+    at = str(event["at"]).replace("T", " ")
+    data = event.get("data") or {}
+    details = " ".join(f"{key}={json.dumps(value)}" for key, value in data.items())
+    return f"    #{event['seq']:<3} {at:<28} {event['kind']:<12} {details}".rstrip()
+
+
+async def _post_samples(base_url: str, run_tag: str) -> None:
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(base_url, timeout=timeout) as http:
+        lead_ids: list[str] = []
+        for index, sample in enumerate(_DEMO_LEADS):
+            body = {**sample, "external_id": f"demo-{run_tag}-{index + 1}"}
+            async with http.post("/v1/leads", json=body) as response:
+                reply = await response.json()
+            lead_ids.append(reply["id"])
+            _out(
+                f"POST /v1/leads  {sample['name']:<16} {sample['phone']:<18} "
+                f"-> {response.status} {reply['id']} ({reply['phone']})"
+            )
+
+        duplicate = {**_DEMO_LEADS[0], "external_id": f"demo-{run_tag}-1"}
+        async with http.post("/v1/leads", json=duplicate) as response:
+            reply = await response.json()
+        _out(
+            f"POST /v1/leads  same external_id again              "
+            f"-> {response.status} {reply['id']} (duplicate: the first lead)"
+        )
+        async with http.post("/v1/leads", json={"phone": "12345", "intent": "urgent"}) as response:
+            reply = await response.json()
+        error = reply["error"]
+        _out(
+            f"POST /v1/leads  phone 12345                          "
+            f"-> {response.status} {error['code']} field={error['field']}: {error['message']}"
+        )
+
+        for lead_id in lead_ids:
+            async with http.get(f"/v1/leads/{lead_id}") as response:
+                lead = await response.json()
+            sla = lead["sla"]
+            _out()
+            _out(f"  lead {lead['id']}  {lead['name']}  {lead['phone']}  status={lead['status']}")
+            _out(
+                f"    received_at={lead['received_at']}  submitted_at={lead['submitted_at']}  "
+                f"sla={sla['status']} (due {sla['due_at']})"
+            )
+            for event in lead["timeline"]:
+                _out(_format_event(event))
+
+
+async def _demo(config: Config, *, exit_after_posting: bool) -> None:
+    from dialer.app import Daemon, serve
+
+    stop_event = asyncio.Event()
+
+    async def on_ready(daemon: Daemon) -> None:
+        _out(f"dialer demo: daemon listening on {daemon.url}")
+        _out(f"             embedded PostgreSQL in {config.database.data_dir}")
+        _out()
+        await _post_samples(daemon.url, time.strftime("%Y%m%d%H%M%S"))
+        _out()
+        if exit_after_posting:
+            stop_event.set()
+            return
+        _out(
+            f"Try it:  curl -s -XPOST {daemon.url}/v1/leads -H 'Content-Type: application/json' \\"
+        )
+        _out('             -d \'{"phone": "+1 415 555 2671", "name": "You"}\'')
+        _out(f"         curl -s {daemon.url}/metrics | grep dialer_")
+        _out("Press Ctrl-C to stop.")
+
+    await serve(config, allow_anonymous=True, on_ready=on_ready, stop_event=stop_event)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from dialer.app import run_async
+
+    config = load_config(args.config)
+    host, port = parse_hostport(args.listen or config.api.listen)
+    if port and not _port_free(host, port):
+        _out(f"dialer demo: {host}:{port} is in use, using a free port instead")
+        port = 0
+    shown = f"[{host}]" if ":" in host else host
+    config = dataclasses.replace(
+        config,
+        api=dataclasses.replace(config.api, listen=f"{shown}:{port}"),
+        database=dataclasses.replace(
+            config.database, data_dir=args.data_dir or config.database.data_dir
+        ),
+        log=LogConfig(level=args.log_level, format=config.log.format),
+    )
+    configure_logging(config.log)
+    run_async(_demo(config, exit_after_posting=args.exit_after_posting))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; each subcommand sets ``handler``."""
+    parser = argparse.ArgumentParser(
+        prog="dialer", description="Push-model speed-to-lead dialer daemon."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("--config", type=Path, default=None, help="TOML config file")
+    run.set_defaults(handler=_cmd_run)
+
+    demo = commands.add_parser(
+        "demo", help="run the daemon on embedded defaults and post sample leads to it"
+    )
+    demo.add_argument("--config", type=Path, default=None, help="optional TOML config file")
+    demo.add_argument("--listen", default=None, help="host:port (default 127.0.0.1:8080)")
+    demo.add_argument("--data-dir", type=Path, default=None, help="embedded PostgreSQL data")
+    demo.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error", "critical"],
+        help="daemon log level (default warning, to keep the demo output readable)",
+    )
+    demo.add_argument(
+        "--exit-after-posting",
+        action="store_true",
+        help="stop after printing the timelines instead of running until Ctrl-C",
+    )
+    demo.set_defaults(handler=_cmd_demo)
+
+    migrate = commands.add_parser("migrate", help="apply pending database migrations")
+    migrate.add_argument("--config", type=Path, default=None, help="TOML config file")
+    migrate.set_defaults(handler=_cmd_migrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dialer`` script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except _START_ERRORS as exc:
+        _err(f"dialer: error: {_one_line(exc)}")
+        return EXIT_START_FAILED
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""The asyncpg connection pool the store runs on."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+__all__ = ["create_pool", "init_connection"]
+
+
+def _dumps(value: Any) -> str:
+    # allow_nan=False: PostgreSQL's json types reject NaN/Infinity; fail in Python, not in SQL.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Per-connection set-up: json/jsonb map to Python dicts/lists both ways."""
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, encoder=_dumps, decoder=json.loads, schema="pg_catalog", format="text"
+        )
+
+
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, command_timeout: float = 30.0
+) -> asyncpg.Pool:
+    """Open a pool on ``dsn`` with the JSON codecs installed on every connection.
+
+    Statements run through ``Connection.fetch*`` are prepared once per connection and cached
+    by asyncpg, so the hot paths pay one round trip, not parse + execute.
+    """
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=command_timeout,
+        init=init_connection,
+        server_settings={"application_name": "dialer", "jit": "off"},
+    )
+    assert pool is not None  # create_pool only returns None when awaited without init
+    return pool
