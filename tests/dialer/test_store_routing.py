@@ -1,0 +1,270 @@
+"""dialer.store.routing against a real PostgreSQL: reps, reservations across daemons, DNC."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from dialer.config import Config, RepConfig, parse_config
+from dialer.domain import RepStatus
+from dialer.routing import Outcome, Router, derive_facts, ruleset_document, ruleset_version
+from dialer.store import NewLead, Store
+from dialer.store.pool import create_pool
+from dialer.store.routing import RoundRobinTurn, RoutingStore
+
+T0 = datetime(2024, 6, 4, 16, 0, tzinfo=UTC)
+
+
+def rep(rep_id: str, **extra: object) -> RepConfig:
+    values: dict[str, object] = {
+        "id": rep_id,
+        "name": rep_id.title(),
+        "sip_uri": f"sip:{rep_id}@127.0.0.1",
+    }
+    values.update(extra)
+    return RepConfig(**values)  # type: ignore[arg-type]
+
+
+def floor_config(count: int) -> Config:
+    return parse_config(
+        {
+            "reps": [
+                {"id": f"rep{n:02d}", "sip_uri": f"sip:rep{n:02d}@127.0.0.1"} for n in range(count)
+            ],
+            "routing": {"rules": [{"name": "all", "ring": {"size": 1}}]},
+            "compliance": {"calling_hours": "00:00-24:00"},
+        },
+        env={},
+    )
+
+
+async def test_sync_reps_keeps_live_status_and_deactivates_removed(db_pool: asyncpg.Pool) -> None:
+    routing = RoutingStore(db_pool)
+    await routing.sync_reps([rep("ann"), rep("bob", timezone="America/New_York")], at=T0)
+    assert await routing.set_status("bob", RepStatus.AWAY, at=T0) is not None
+    await routing.sync_reps([rep("bob", name="Robert"), rep("cat")], at=T0)
+    reps = await routing.list_reps(at=T0)
+    assert [(r.id, r.name, r.status) for r in reps] == [
+        ("bob", "Robert", RepStatus.AWAY),
+        ("cat", "Cat", RepStatus.AVAILABLE),
+    ]
+    everyone = await routing.list_reps(at=T0, include_inactive=True)
+    assert [(r.id, r.active) for r in everyone] == [("ann", False), ("bob", True), ("cat", True)]
+    assert await routing.set_status("ann", RepStatus.AVAILABLE) is None  # removed rep
+    assert await routing.set_status("nobody", RepStatus.BUSY) is None
+    states = await routing.rep_states(at=T0)
+    assert set(states) == {"bob", "cat"}
+    assert states["bob"].status is RepStatus.AWAY
+
+
+async def test_counters_for_capacity_and_strategies(db_pool: asyncpg.Pool) -> None:
+    routing = RoutingStore(db_pool)
+    # 2024-06-04 03:00 UTC is still June 3rd in New York.
+    await routing.sync_reps([rep("ann", timezone="America/New_York")], at=T0)
+    for minutes_ago in (5, 30, 90, 60 * 14):
+        await routing.record_assignment(
+            "ann", f"L{minutes_ago}", at=T0 - timedelta(minutes=minutes_ago)
+        )
+    assert await routing.record_call("ann", at=T0 - timedelta(hours=20))  # yesterday, NY time
+    assert await routing.record_call("ann", at=T0 - timedelta(minutes=1))
+    assert await routing.record_call("ann", at=T0)
+    assert not await routing.record_call("nobody", at=T0)
+    (record,) = await routing.list_reps(at=T0)
+    assert record.leads_last_hour == 2
+    assert record.leads_today == 3  # 14 h ago was 22:00 the day before in New York
+    assert record.calls_today == 2
+    assert record.last_assigned_at == T0 - timedelta(minutes=5)
+    state = record.state
+    assert (state.leads_last_hour, state.leads_today, state.calls_today) == (2, 3, 2)
+
+
+async def test_reserve_release_and_lease(db_pool: asyncpg.Pool) -> None:
+    routing = RoutingStore(db_pool)
+    await routing.sync_reps([rep("ann"), rep("bob"), rep("cat"), rep("dan")], at=T0)
+    await routing.set_status("dan", RepStatus.BUSY, at=T0)
+    got = await routing.reserve_reps("L1", ["bob", "ann", "dan", "cat"], 2, 30, "d1", at=T0)
+    assert got == ["bob", "ann"]
+    # Already reserved reps and busy reps are skipped.
+    assert await routing.reserve_reps("L2", ["ann", "bob", "dan", "cat"], 2, 30, "d2", at=T0) == [
+        "cat"
+    ]
+    states = await routing.rep_states(at=T0)
+    assert states["ann"].reserved_by == "L1"
+    assert states["ann"].reserved_until == T0 + timedelta(seconds=30)
+    # The same lead may re-reserve its own reps (a retry after a restart).
+    assert await routing.reserve_reps("L1", ["ann"], 1, 60, "d1", at=T0) == ["ann"]
+    assert await routing.renew_reservations("L1", 90, at=T0) == ["ann", "bob"]
+    # A lapsed lease frees the rep for another lead.
+    later = T0 + timedelta(seconds=91)
+    assert await routing.reserve_reps("L3", ["bob"], 1, 30, "d2", at=later) == ["bob"]
+    assert await routing.release_reps("L1", at=later) == ["ann"]
+    assert await routing.release_daemon("d2", at=later) == ["bob", "cat"]
+    assert await routing.release_reps("L1") == []
+    assert all(s.reserved_by is None for s in (await routing.rep_states(at=later)).values())
+    assert await routing.reserve_reps("L4", [], 1, 30, "d1") == []
+    assert await routing.reserve_reps("L4", ["ann"], 0, 30, "d1") == []
+
+
+async def test_round_robin_cursor_rotates_from_the_database(db_pool: asyncpg.Pool) -> None:
+    routing = RoutingStore(db_pool)
+    pool = ("ann", "bob", "cat")
+    await routing.sync_reps([rep(r) for r in pool], at=T0)
+    turn = RoundRobinTurn(key="rule-a", pool=pool)
+    picked = []
+    for number in range(5):
+        # The caller's (stale) order always starts at ann: the cursor in the database decides.
+        got = await routing.reserve_reps(
+            f"L{number}", list(pool), 1, 30, "d", round_robin=turn, at=T0
+        )
+        picked.append(got[0])
+        await routing.release_reps(f"L{number}", at=T0)
+    assert picked == ["ann", "bob", "cat", "ann", "bob"]
+    assert await routing.cursors() == {"rule-a": 2}
+
+
+async def test_rule_sets_decisions_and_dnc(store: Store, db_pool: asyncpg.Pool) -> None:
+    routing = RoutingStore(db_pool)
+    config = floor_config(2)
+    version = ruleset_version(config)
+    assert await routing.record_ruleset(version, ruleset_document(config), at=T0)
+    assert not await routing.record_ruleset(version, ruleset_document(config), at=T0)
+    row = await db_pool.fetchrow("SELECT body, first_activated_at FROM routing_rulesets")
+    assert row is not None and row["body"] == ruleset_document(config)
+
+    lead, _ = await store.create_lead(NewLead(phone="+14155550123", received_at=T0))
+    await routing.sync_reps(config.reps, at=T0)
+    router = Router(config)
+    facts = derive_facts(lead_id=lead.id, phone=lead.phone, clock_start=T0)
+    decision = router.decide(facts, await routing.rep_states(at=T0), T0)
+    await routing.record_decision(
+        lead_id=lead.id,
+        version=decision.version,
+        rule=decision.rule,
+        outcome=decision.outcome.value,
+        explanation=decision.to_json(),
+        at=T0,
+    )
+    (stored,) = await routing.decisions(lead.id)
+    assert stored["version"] == version
+    assert stored["explanation"]["ring_plan"]["targets"] == ["rep00"]
+
+    assert await routing.add_dnc("+14155550123", "asked", at=T0)
+    assert not await routing.add_dnc("+14155550123")
+    assert await routing.on_dnc("+14155550123")
+    blocked = router.decide(facts, {}, T0, on_dnc=await routing.on_dnc(lead.phone))
+    assert blocked.outcome is Outcome.BLOCKED
+    assert await routing.remove_dnc("+14155550123")
+    assert not await routing.remove_dnc("+14155550123")
+    assert not await routing.on_dnc("+14155550123")
+
+
+async def test_two_daemons_never_share_a_rep_and_round_robin_stays_fair(database_url: str) -> None:
+    """2 routing workers with separate pools assign 500 leads to 20 reps."""
+    config = floor_config(20)
+    router = Router(config)
+    pools = [await create_pool(database_url, min_size=1, max_size=2) for _ in range(2)]
+    try:
+        await RoutingStore(pools[0]).sync_reps(config.reps, at=T0)
+        leads = iter(range(500))
+        held: set[str] = set()
+        assigned: Counter[str] = Counter()
+        overlaps: list[str] = []
+
+        async def worker(pool: asyncpg.Pool, daemon_id: str) -> int:
+            routing = RoutingStore(pool)
+            done = 0
+            for number in leads:
+                lead_id = f"{daemon_id}-lead-{number}"
+                now = T0 + timedelta(milliseconds=number)
+                facts = derive_facts(lead_id=lead_id, phone="+14155550123", clock_start=now)
+                states = await routing.rep_states(at=now)
+                decision = router.decide(facts, states, now, cursors=await routing.cursors())
+                assert decision.cursor_key is not None
+                got: list[str] = []
+                for _ in range(50):  # everyone may be held by the other daemon for a moment
+                    got = await routing.reserve_reps(
+                        lead_id,
+                        decision.ordered_reps,
+                        decision.ring_size,
+                        30,
+                        daemon_id,
+                        round_robin=RoundRobinTurn(
+                            key=decision.cursor_key, pool=decision.pool_reps
+                        ),
+                        at=now,
+                    )
+                    if got:
+                        break
+                    await asyncio.sleep(0.001)
+                assert len(got) == 1, got
+                (rep_id,) = got
+                if rep_id in held:
+                    overlaps.append(rep_id)
+                held.add(rep_id)
+                assigned[rep_id] += 1
+                await asyncio.sleep(0)  # "ringing": let the other daemon run meanwhile
+                held.discard(rep_id)
+                assert await routing.release_reps(lead_id, at=now) == [rep_id]
+                done += 1
+            return done
+
+        counts = await asyncio.wait_for(
+            asyncio.gather(worker(pools[0], "d1"), worker(pools[1], "d2")), timeout=90
+        )
+    finally:
+        for pool in pools:
+            await pool.close()
+    assert sum(counts) == 500
+    assert min(counts) > 0  # both daemons really took part
+    assert overlaps == []
+    assert sum(assigned.values()) == 500
+    assert len(assigned) == 20
+    assert max(assigned.values()) - min(assigned.values()) <= 1
+
+
+async def test_two_daemons_competing_for_the_same_reps_never_share_one(database_url: str) -> None:
+    """No cursor to spread them: both daemons want the same reps, in the same order."""
+    reps = [rep(f"rep{n}") for n in range(6)]
+    order = [r.id for r in reps]
+    pools = [await create_pool(database_url, min_size=2, max_size=2) for _ in range(2)]
+    try:
+        await RoutingStore(pools[0]).sync_reps(reps, at=T0)
+        held: dict[str, str] = {}
+        overlaps: list[str] = []
+        contended = 0
+
+        async def worker(pool: asyncpg.Pool, daemon_id: str) -> None:
+            nonlocal contended
+            routing = RoutingStore(pool)
+
+            async def one_lead(lead_id: str) -> None:
+                nonlocal contended
+                got = await routing.reserve_reps(lead_id, order, 3, 30, daemon_id, at=T0)
+                contended += got[:1] != order[:1]
+                for rep_id in got:
+                    if rep_id in held:
+                        overlaps.append(rep_id)
+                    held[rep_id] = lead_id
+                await asyncio.sleep(0.001)  # ringing
+                for rep_id in got:
+                    if held.get(rep_id) == lead_id:
+                        del held[rep_id]
+                assert await routing.release_reps(lead_id, at=T0) == sorted(got)
+
+            for batch in range(60):
+                # Two leads at once per daemon: four reservations racing for six reps.
+                await asyncio.gather(
+                    one_lead(f"{daemon_id}-{batch}-a"), one_lead(f"{daemon_id}-{batch}-b")
+                )
+
+        await asyncio.wait_for(
+            asyncio.gather(worker(pools[0], "d1"), worker(pools[1], "d2")), timeout=60
+        )
+    finally:
+        for pool in pools:
+            await pool.close()
+    assert overlaps == []
+    assert contended > 0  # reservations really raced
