@@ -23,9 +23,11 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from dialer.api import DEFAULT_ROUTE_MODULES, create_app
-from dialer.api.keys import CONFIG_KEY, DATABASE_URL_KEY, STORE_KEY
+from dialer.api.keys import CONFIG_KEY, DATABASE_URL_KEY, ROUTER_KEY, STORE_KEY
+from dialer.api.routing import routing_ctx
 from dialer.config import Config
 from dialer.logs import get_logger
+from dialer.routing import Router
 from dialer.store import Store
 from dialer.store.embedded import EmbeddedPostgres
 from dialer.store.migrate import apply_migrations
@@ -85,9 +87,13 @@ def build_app(
     route_modules: Sequence[ModuleType] = DEFAULT_ROUTE_MODULES,
 ) -> web.Application:
     """The HTTP app with every start-up context of the daemon attached, in order."""
+    # Compiled before anything starts, so a bad rule stops start-up with one line.
+    router = Router(config)
     app = create_app(config, route_modules=route_modules, allow_anonymous=allow_anonymous)
+    app[ROUTER_KEY] = router
     app.cleanup_ctx.append(embedded_postgres_ctx)
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(routing_ctx)
     return app
 
 

@@ -25,6 +25,7 @@ import asyncpg
 
 from dialer.config import Config, ConfigError, LogConfig, load_config, parse_hostport
 from dialer.logs import configure_logging
+from dialer.routing import Router
 from dialer.store.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from dialer.store.migrate import MigrationError, apply_migrations
 
@@ -68,6 +69,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from dialer.app import run_async, serve
 
     config = load_config(args.config)
+    # Compile the rules now: a bad rule is a config error (one line, exit 2), not a traceback.
+    Router(config)
     if not config.api.tokens and not config.api.allow_anonymous:
         raise ConfigError(
             "api.tokens",
@@ -77,6 +80,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     configure_logging(config.log)
     run_async(serve(config))
     return EXIT_OK
+
+
+# --------------------------------------------------------------------------- route explain
+
+
+def _cmd_route_explain(args: argparse.Namespace) -> int:
+    from dialer.routing_cli import explain_command
+
+    return explain_command(args.config, args.lead, as_json=args.json)
 
 
 # --------------------------------------------------------------------------- migrate
@@ -289,6 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply pending database migrations")
     migrate.add_argument("--config", type=Path, default=None, help="TOML config file")
     migrate.set_defaults(handler=_cmd_migrate)
+
+    route = commands.add_parser("route", help="inspect routing decisions without placing calls")
+    route_commands = route.add_subparsers(dest="route_command", metavar="COMMAND", required=True)
+    explain = route_commands.add_parser(
+        "explain", help="show which rule, reps, ring plan, SLA and compliance verdict a lead gets"
+    )
+    explain.add_argument("--config", type=Path, default=None, help="TOML config file")
+    explain.add_argument("lead", type=Path, help="JSON file with the lead, as POSTed")
+    explain.add_argument("--json", action="store_true", help="print one JSON object")
+    explain.set_defaults(handler=_cmd_route_explain)
     return parser
 
 

@@ -12,7 +12,7 @@ from types import ModuleType
 
 from aiohttp import web
 
-from dialer.api import health, leads
+from dialer.api import health, leads, routing
 from dialer.api.auth import auth_middleware
 from dialer.api.errors import ApiError, error_middleware, error_response
 from dialer.api.keys import ALLOW_ANONYMOUS_KEY, CONFIG_KEY, METRICS_KEY, STORE_KEY
@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 #: The API modules whose ``routes`` every app serves.
-DEFAULT_ROUTE_MODULES: tuple[ModuleType, ...] = (health, leads)
+DEFAULT_ROUTE_MODULES: tuple[ModuleType, ...] = (health, leads, routing)
 
 
 def create_app(

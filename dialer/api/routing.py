@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from dialer.api.errors import ApiError
-from dialer.api.keys import CONFIG_KEY, STORE_KEY
+from dialer.api.keys import CONFIG_KEY, ROUTER_KEY, ROUTING_STORE_KEY, STORE_KEY
 from dialer.api.leads import read_json_body
 from dialer.domain import RepStatus
 from dialer.intake import normalize_phone
@@ -34,11 +34,6 @@ __all__ = ["ROUTER_KEY", "ROUTING_STORE_KEY", "rep_json", "routes", "routing_ctx
 
 routes = web.RouteTableDef()
 _log = get_logger("dialer.api.routing")
-
-#: The compiled rule set the daemon routes with (set by the composition root).
-ROUTER_KEY = web.AppKey("router", Router)
-#: Routing state in the database (set by the composition root).
-ROUTING_STORE_KEY = web.AppKey("routing_store", RoutingStore)
 
 _MAX_DNC_REASON = 500
 
