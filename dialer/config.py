@@ -35,6 +35,7 @@ from typing import Any, Literal, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dialer.domain import Intent, RingMode
+from dialer.notify.config import NotifyConfig, parse_notify
 
 __all__ = [
     "AcceptMode",
@@ -442,6 +443,7 @@ class Config:
     compliance: ComplianceConfig = field(default_factory=ComplianceConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     def rep(self, rep_id: str) -> RepConfig | None:
         """The rep with ``rep_id``, or None."""
@@ -516,6 +518,8 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
     compliance = _parse_compliance(root.table("compliance"))
     daemon = _parse_daemon(root.table("daemon"))
     log = _parse_log(root.table("log"))
+    raw_notify = root.raw("notify")
+    notify = parse_notify(None if raw_notify is _MISSING else raw_notify, env=env)
     root.finish()
     return Config(
         api=api,
@@ -532,6 +536,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
         compliance=compliance,
         daemon=daemon,
         log=log,
+        notify=notify,
     )
 
 
