@@ -664,14 +664,21 @@ class SippProcess:
 
 
 def _free_even_port() -> int:
-    # RTP convention: media on an even port, RTCP on the next one.
+    # RTP convention: media on an even port, RTCP on the next one; SIPp also binds the two
+    # ports after those for video RTP/RTCP, so all four must be free.
     for _ in range(50):
         port = free_port(Transport.UDP)
-        if port % 2 == 0:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtcp:
-                try:
-                    rtcp.bind((_LOOPBACK, port + 1))
-                except OSError:
-                    continue
+        if port % 2 or port + 3 > 65535:
+            continue
+        if all(_udp_port_free(port + offset) for offset in (1, 2, 3)):
             return port
     raise SippError("could not find a free even UDP port for SIPp media")
+
+
+def _udp_port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((_LOOPBACK, port))
+        except OSError:
+            return False
+    return True

@@ -63,6 +63,7 @@ from sip.message import (
     parse_message,
     reason_phrase,
 )
+from sip.sdp import Attribute as SdpAttribute
 from sip.sdp import (
     Connection,
     Direction,
@@ -124,6 +125,7 @@ __all__ = [
     "Request",
     "RequestCompleted",
     "Response",
+    "SdpAttribute",
     "SequentialIds",
     "ServerTransaction",
     "SessionDescription",
