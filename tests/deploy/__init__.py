@@ -1,0 +1,1 @@
+"""Deploy artefacts: systemd notify client, unit file, container and Kubernetes manifests."""
