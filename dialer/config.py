@@ -12,6 +12,7 @@ Environment overrides (secrets and the database stay out of files):
 
 - ``DIALER_DATABASE_URL`` -> ``database.url``
 - ``DIALER_API_TOKENS`` (comma-separated; ignored when it holds no token) -> ``api.tokens``
+- ``DIALER_SIP_ADVERTISE`` (ignored when empty) -> ``sip.advertise``
 - ``DIALER_TRUNK_<NAME>_PASSWORD`` (trunk name upper-cased, non-alphanumerics -> ``_``)
   -> that trunk's ``password``
 
@@ -22,6 +23,7 @@ CEL sources in ``routing.rules[].when`` are kept as strings: ``dialer.routing`` 
 from __future__ import annotations
 
 import enum
+import ipaddress
 import math
 import os
 import re
@@ -209,6 +211,9 @@ class SipSettings:
     """``[sip]``: where the daemon's SIP endpoint listens and its RFC 3261 timers."""
 
     listen: str = "127.0.0.1:5060"
+    #: Host (IP address or name, no port) peers reach us on, written in Via, Contact and SDP;
+    #: empty -> the host of ``listen``. Required when ``listen`` is 0.0.0.0 or ``[::]``.
+    advertise: str = ""
     transport: Transport = "udp"
     t1_s: float = 0.5
     t2_s: float = 4.0
@@ -218,6 +223,11 @@ class SipSettings:
     def host(self) -> str:
         """Host part of ``listen``."""
         return parse_hostport(self.listen)[0]
+
+    @property
+    def advertised_host(self) -> str:
+        """The host to put in Via/Contact/SDP: ``advertise``, else the host of ``listen``."""
+        return self.advertise or self.host
 
     @property
     def port(self) -> int:
@@ -484,7 +494,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
     root = _Table(data, "")
     api = _parse_api(root.table("api"), env)
     database = _parse_database(root.table("database"), env)
-    sip = _parse_sip(root.table("sip"))
+    sip = _parse_sip(root.table("sip"), env)
     trunks = (
         tuple(
             _parse_trunk(item, env)
@@ -866,10 +876,52 @@ def _parse_database(table: _Table, env: Mapping[str, str]) -> DatabaseConfig:
     return DatabaseConfig(url=url, data_dir=Path(data_dir), pool_min=pool_min, pool_max=pool_max)
 
 
-def _parse_sip(table: _Table) -> SipSettings:
+#: RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens, <= 63 each.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _advertise(table: _Table, env: Mapping[str, str], listen: str) -> str:
+    advertise = table.str_("advertise", "").strip()
+    if env.get("DIALER_SIP_ADVERTISE", "").strip():
+        advertise = env["DIALER_SIP_ADVERTISE"].strip()
+    if advertise.startswith("[") and advertise.endswith("]"):
+        advertise = advertise[1:-1]
+    if advertise:
+        try:
+            literal = ipaddress.ip_address(advertise)
+        except ValueError:
+            if not _HOSTNAME_RE.match(advertise):
+                raise table.error(
+                    "advertise", f'expected an IP address or host name, no port; got "{advertise}"'
+                ) from None
+        else:
+            if literal.is_unspecified:
+                raise table.error(
+                    "advertise", f'expected an address peers can reach; got "{advertise}"'
+                )
+    elif _is_wildcard(parse_hostport(listen)[0]):
+        raise table.error(
+            "advertise",
+            f'required when sip.listen is a wildcard address ("{listen}"): '
+            "set the address peers reach this host on (or DIALER_SIP_ADVERTISE)",
+        )
+    return advertise
+
+
+def _parse_sip(table: _Table, env: Mapping[str, str]) -> SipSettings:
     defaults = SipSettings()
+    listen = _listen(table, "listen", defaults.listen)
     result = SipSettings(
-        listen=_listen(table, "listen", defaults.listen),
+        listen=listen,
+        advertise=_advertise(table, env, listen),
         transport=table.choice("transport", defaults.transport, _TRANSPORTS),
         t1_s=table.duration("t1_s", defaults.t1_s, positive=True),
         t2_s=table.duration("t2_s", defaults.t2_s, positive=True),

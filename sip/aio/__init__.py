@@ -7,6 +7,17 @@ that imports asyncio, socket, time or secrets. It owns no protocol logic: after 
 a single ``loop.call_at`` for the UA's next deadline (the aioquic ``QuicConnectionProtocol``
 pattern). It works with the default loop and uvloop.
 
+Host names: the core routes to ``(host, port)`` taken from URIs and never resolves names. The
+adapter sends to IP literals directly and resolves any other host with ``loop.getaddrinfo``
+(A/AAAA records only, in the socket's address family) in a task, never blocking the loop.
+Messages to a host being resolved wait, in order, and go out when the lookup ends. Answers are
+kept in a small bounded cache for :data:`DNS_CACHE_TTL` (getaddrinfo does not expose the
+record TTL); failures for :data:`DNS_NEGATIVE_TTL`. A failed lookup is reported to the UA as a
+transport error, so the transaction ends as with a 503 (``CallRejected(status=503,
+response=None)`` or ``RequestCompleted(status=503)``). RFC 3263 (NAPTR/SRV selection of
+transport, port and fail-over targets) is not implemented: a host without a port gets 5060
+(5061 for sips) and its first address.
+
 Usage::
 
     endpoint = SipEndpoint(SipConfig())
@@ -21,10 +32,11 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import secrets
 import socket
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -53,6 +65,19 @@ DEFAULT_UDP_BUFFER_BYTES = 4 * 1024 * 1024
 #: are dropped, counted in ``AioStats.events_dropped`` and logged (the application is not
 #: consuming: a bug or an overload the operator must see).
 DEFAULT_EVENT_QUEUE_SIZE = 65536
+
+#: Seconds a resolved host address is reused (a fixed value: getaddrinfo hides the DNS TTL).
+DNS_CACHE_TTL = 60.0
+
+#: Seconds a failed lookup is remembered, so a burst of requests to a dead name costs one lookup
+#: and fails fast instead of queueing behind resolver timeouts.
+DNS_NEGATIVE_TTL = 5.0
+
+#: Host names kept in the cache; the least recently stored is evicted first.
+DNS_CACHE_SIZE = 256
+
+#: Seconds one lookup may take before the host counts as unreachable.
+DNS_TIMEOUT = 5.0
 
 
 class SecretIds:
@@ -95,8 +120,12 @@ class AioStats:
     tcp_connections: int = 0
     #: TCP streams closed because they could not be framed (garbage, oversized message).
     tcp_framing_errors: int = 0
-    #: Messages that could not be sent (send error, connection failure).
+    #: Messages that could not be sent (send error, connection failure, unresolvable host).
     send_errors: int = 0
+    #: Host name lookups started (cache misses).
+    dns_lookups: int = 0
+    #: Host name lookups that failed (no address, resolver error, timeout).
+    dns_failures: int = 0
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -181,7 +210,16 @@ class SipEndpoint:
         self._server: asyncio.Server | None = None
         self._connections: dict[Address, _TcpProtocol] = {}
         self._connecting: dict[Address, list[bytes]] = {}
+        # Unresolved destinations whose messages wait on a TCP connect to their address, so a
+        # failed connect reaches the transactions addressed by name.
+        self._connect_origins: dict[Address, set[Address]] = {}
+        # TCP connects and host name lookups in flight (cancelled by close()).
         self._connect_tasks: set[asyncio.Task[None]] = set()
+        # host -> (address, or None when the lookup failed; expiry in loop time)
+        self._dns_cache: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
+        # host -> messages (with their unresolved destination) waiting for its lookup, in order
+        self._resolving: dict[str, list[tuple[bytes, Address]]] = {}
+        self._family: int = socket.AF_INET
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flushing = False
@@ -202,6 +240,7 @@ class SipEndpoint:
                 lambda: _TcpProtocol(self, None), host=host, port=port
             )
             sockname = self._server.sockets[0].getsockname()
+            self._family = int(self._server.sockets[0].family)
         else:
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: _UdpProtocol(self), local_addr=(host, port)
@@ -215,6 +254,8 @@ class SipEndpoint:
                     except OSError as error:  # some platforms refuse; the default still works
                         _log.debug("cannot set UDP socket buffer: %s", error)
             sockname = transport.get_extra_info("sockname")
+            if sock is not None:
+                self._family = int(sock.family)
         bound: Address = (str(sockname[0]), int(sockname[1]))
         self._address = bound
         local = (self._advertised_host or bound[0], bound[1])
@@ -613,14 +654,96 @@ class SipEndpoint:
             conn.close()
         self._flush()
 
-    # ------------------------------------------------------------------ transports
+    # ------------------------------------------------------------------ name resolution
 
     def _send(self, data: bytes, addr: Address) -> None:
+        """Send to ``addr``, resolving its host first when it is a name (see the module doc)."""
+        host = addr[0]
+        if _is_ip_literal(host):
+            self._send_to_address(data, addr, addr)
+            return
+        waiting = self._resolving.get(host)
+        if waiting is not None:
+            waiting.append((data, addr))
+            return
+        cached = self._dns_cache.get(host)
+        if cached is not None and cached[1] > self._now():
+            address = cached[0]
+            if address is None:
+                self.stats.send_errors += 1
+                self._report_unreachable_soon([addr])
+            else:
+                self._send_to_address(data, (address, addr[1]), addr)
+            return
+        self._resolving[host] = [(data, addr)]
+        self.stats.dns_lookups += 1
+        assert self._loop is not None
+        task = self._loop.create_task(self._resolve(host))
+        self._connect_tasks.add(task)
+        task.add_done_callback(self._connect_tasks.discard)
+
+    async def _resolve(self, host: str) -> None:
+        assert self._loop is not None
+        # Stay in the socket's family: an IPv4 socket cannot send to an AAAA answer. An IPv6
+        # socket also reaches IPv4-only names through v4-mapped addresses.
+        flags = socket.AI_V4MAPPED if self._family == socket.AF_INET6 else 0
+        socktype = socket.SOCK_STREAM if self._udp is None else socket.SOCK_DGRAM
+        address: str | None = None
+        try:
+            async with asyncio.timeout(DNS_TIMEOUT):
+                infos = await self._loop.getaddrinfo(
+                    host, None, family=self._family, type=socktype, flags=flags
+                )
+            if infos:
+                address = str(infos[0][4][0])
+        except (OSError, ValueError) as error:
+            # gaierror, TimeoutError (both OSError) and UnicodeError (a ValueError, for a name
+            # that cannot be IDNA-encoded) all mean the same to SIP: the host is unreachable.
+            _log.warning("cannot resolve SIP host %s: %s", host, str(error) or type(error).__name__)
+        now = self._now()
+        self._dns_cache[host] = (address, now + (DNS_CACHE_TTL if address else DNS_NEGATIVE_TTL))
+        self._dns_cache.move_to_end(host)
+        while len(self._dns_cache) > DNS_CACHE_SIZE:
+            self._dns_cache.popitem(last=False)
+        waiting = self._resolving.pop(host, [])
+        if self._closed or self._ua is None:
+            return
+        if address is None:
+            self.stats.dns_failures += 1
+            self.stats.send_errors += len(waiting)
+            self._report_unreachable(list(dict.fromkeys(origin for _, origin in waiting)))
+            return
+        for data, origin in waiting:
+            self._send_to_address(data, (address, origin[1]), origin)
+        self._flush()
+
+    def _report_unreachable_soon(self, destinations: list[Address]) -> None:
+        # Deferred: _send runs inside _flush, often inside the application call that created
+        # the transaction, whose id the application must get before the failure event.
+        assert self._loop is not None
+        self._loop.call_soon(self._report_unreachable, destinations)
+
+    def _report_unreachable(self, destinations: list[Address]) -> None:
+        if self._closed or self._ua is None:
+            return
+        now = self._now()
+        for destination in destinations:
+            try:
+                self._ua.transport_error(destination, now)
+            except Exception:
+                self.stats.internal_errors += 1
+                _log.exception("SIP transport error for %s:%s failed", *destination)
+        self._flush()
+
+    # ------------------------------------------------------------------ transports
+
+    def _send_to_address(self, data: bytes, addr: Address, origin: Address) -> None:
+        """Send to the IP address ``addr``; ``origin`` is the destination the UA used."""
         if self._udp is not None:
             try:
                 self._udp.sendto(data, addr)
                 self.stats.datagrams_sent += 1
-            except OSError as error:
+            except (OSError, ValueError) as error:
                 self.stats.send_errors += 1
                 _log.debug("UDP send to %s:%s failed: %s", addr[0], addr[1], error)
             return
@@ -629,6 +752,8 @@ class SipEndpoint:
             conn.write(data)
             self.stats.datagrams_sent += 1
             return
+        if origin != addr:
+            self._connect_origins.setdefault(addr, set()).add(origin)
         pending = self._connecting.get(addr)
         if pending is not None:
             pending.append(data)
@@ -645,15 +770,15 @@ class SipEndpoint:
             await self._loop.create_connection(lambda: _TcpProtocol(self, addr), addr[0], addr[1])
         except OSError as error:
             pending = self._connecting.pop(addr, [])
+            origins = self._connect_origins.pop(addr, set())
             self.stats.send_errors += len(pending)
             _log.debug("TCP connect to %s:%s failed: %s", addr[0], addr[1], error)
-            if self._ua is not None and not self._closed:
-                self._ua.transport_error(addr, self._now())
-                self._flush()
+            self._report_unreachable([addr, *sorted(origins)])
 
     def _tcp_connected(self, remote: Address, conn: _TcpProtocol) -> None:
         self.stats.tcp_connections += 1
         self._connections[remote] = conn
+        self._connect_origins.pop(remote, None)
         for data in self._connecting.pop(remote, []):
             conn.write(data)
             self.stats.datagrams_sent += 1
@@ -661,3 +786,12 @@ class SipEndpoint:
     def _tcp_lost(self, remote: Address, conn: _TcpProtocol) -> None:
         if self._connections.get(remote) is conn:
             del self._connections[remote]
+
+
+def _is_ip_literal(host: str) -> bool:
+    """True for an IPv4 or IPv6 address (the UA removes IPv6 brackets), False for a name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

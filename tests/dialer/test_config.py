@@ -347,3 +347,53 @@ def test_load_config_file_errors_are_one_line(tmp_path: Path) -> None:
     good.write_text('[api]\nlisten = "127.0.0.1:1234"\n')
     assert load_config(good, env={}).api.port == 1234
     assert load_config(None, env={}) == parse_config({}, env={})
+
+
+def test_sip_advertise_defaults_to_the_listen_host() -> None:
+    sip = parse_config({"sip": {"listen": "192.0.2.10:5070"}}, env={}).sip
+    assert sip.advertise == ""
+    assert sip.advertised_host == "192.0.2.10"
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("[2001:db8::7]", "2001:db8::7"),
+        ("sbc.example.com", "sbc.example.com"),
+    ],
+)
+def test_sip_advertise_accepts_addresses_and_names(value: str, stored: str) -> None:
+    sip = parse_config({"sip": {"listen": "0.0.0.0:5060", "advertise": value}}, env={}).sip
+    assert sip.advertise == stored
+    assert sip.advertised_host == stored
+    assert sip.host == "0.0.0.0"
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:5060", "[::]:5060"])
+def test_sip_wildcard_listen_requires_advertise(listen: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"sip": {"listen": listen}}, env={})
+    assert caught.value.key_path == "sip.advertise"
+    assert str(caught.value).startswith("config error: sip.advertise: ")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["0.0.0.0", "::", "host:5060", "bad host", "-x.example"])
+def test_sip_advertise_rejects_bad_values(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"sip": {"advertise": value}}, env={})
+    assert caught.value.key_path == "sip.advertise"
+
+
+def test_sip_advertise_env_override() -> None:
+    env = {"DIALER_SIP_ADVERTISE": "198.51.100.3"}
+    sip = parse_config({"sip": {"listen": "0.0.0.0:5060", "advertise": "192.0.2.1"}}, env=env).sip
+    assert sip.advertised_host == "198.51.100.3"
+    # The override also satisfies a wildcard listen with nothing in the file.
+    assert (
+        parse_config({"sip": {"listen": "0.0.0.0:5060"}}, env=env).sip.advertise == "198.51.100.3"
+    )
+    # An empty variable is ignored.
+    sip = parse_config({"sip": {"advertise": "192.0.2.1"}}, env={"DIALER_SIP_ADVERTISE": " "}).sip
+    assert sip.advertise == "192.0.2.1"
