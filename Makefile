@@ -37,5 +37,9 @@ demo: venv sysdeps
 bench-intake: venv
 	$(BIN)/python benchmarks/intake.py --leads 20000 --concurrency 16
 
+# Regenerates the shipped G.711 prompts (needs Debian's espeak-ng and sox).
+prompts:
+	scripts/make_prompts.sh dialer/prompts
+
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
