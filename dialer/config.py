@@ -32,6 +32,7 @@ import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, time
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -40,6 +41,7 @@ from dialer.domain import Intent, RingMode
 from dialer.notify.config import NotifyConfig, parse_notify
 
 __all__ = [
+    "DEFAULT_RTP_PORTS",
     "AcceptMode",
     "ApiConfig",
     "ComplianceConfig",
@@ -52,11 +54,13 @@ __all__ = [
     "LogFormat",
     "LogLevel",
     "ManagerConfig",
+    "MediaConfig",
     "OwnerConfig",
     "PoolConfig",
     "RepConfig",
     "RetryConfig",
     "RingConfig",
+    "RingbackRegionName",
     "RingingConfig",
     "RoutingConfig",
     "RuleConfig",
@@ -72,6 +76,7 @@ __all__ = [
     "parse_config",
     "parse_duration",
     "parse_hostport",
+    "shipped_accept_prompt",
     "trunk_password_env_var",
 ]
 
@@ -316,6 +321,32 @@ class RingingConfig:
     accept_timeout_s: float = 8.0
 
 
+RingbackRegionName = Literal["us", "eu"]
+_RINGBACK_REGIONS: tuple[RingbackRegionName, ...] = ("us", "eu")
+#: ``[media] rtp_ports`` unless configured.
+DEFAULT_RTP_PORTS = "16384-32767"
+
+
+def shipped_accept_prompt() -> Path:
+    """Where the packaged press-1 prompt (``dialer/prompts/press1.wav``) is."""
+    return Path(str(resources.files("dialer").joinpath("prompts", "press1.wav")))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaConfig:
+    """``[media]``: the daemon's own RTP, used only by press-1-to-accept rep legs."""
+
+    #: Address the RTP sockets bind to; the ``[sip]`` listen host unless configured.
+    rtp_host: str = "127.0.0.1"
+    #: Inclusive UDP port range (even ports are used), from ``rtp_ports = "16384-32767"``.
+    rtp_ports: tuple[int, int] = (16384, 32767)
+    #: The press-1 prompt (8 kHz G.711 WAV, or raw ``.ulaw``/``.alaw``); the shipped one
+    #: unless configured. Checked to exist at start-up when anything uses ``press1``.
+    prompt: Path = field(default_factory=shipped_accept_prompt)
+    #: Ringback the accepting rep hears while the prospect is dialled.
+    ringback: RingbackRegionName = "us"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PoolConfig:
     """Which reps a rule may ring: the union of ``teams`` and ``reps``, filtered by ``skills``.
@@ -448,6 +479,7 @@ class Config:
     owners: tuple[OwnerConfig, ...] = ()
     ringing: RingingConfig = field(default_factory=RingingConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
     sla: SlaConfig = field(default_factory=SlaConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     compliance: ComplianceConfig = field(default_factory=ComplianceConfig)
@@ -528,6 +560,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
     compliance = _parse_compliance(root.table("compliance"))
     daemon = _parse_daemon(root.table("daemon"))
     log = _parse_log(root.table("log"))
+    media = _parse_media(root.table("media"), sip, press1=_uses_press1(ringing, routing))
     raw_notify = root.raw("notify")
     notify = parse_notify(None if raw_notify is _MISSING else raw_notify, env=env)
     root.finish()
@@ -541,6 +574,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
         owners=owners,
         ringing=ringing,
         routing=routing,
+        media=media,
         sla=sla,
         retry=retry,
         compliance=compliance,
@@ -1091,6 +1125,42 @@ def _parse_ringing(table: _Table) -> RingingConfig:
         accept_timeout_s=table.duration(
             "accept_timeout_s", defaults.accept_timeout_s, positive=True
         ),
+    )
+    table.finish()
+    return result
+
+
+def _uses_press1(ringing: RingingConfig, routing: RoutingConfig) -> bool:
+    """True when [ringing] or any rule (the fallback included) accepts with press-1."""
+    rules = (*routing.rules, *((routing.fallback,) if routing.fallback is not None else ()))
+    return ringing.accept == "press1" or any(rule.accept == "press1" for rule in rules)
+
+
+_RTP_PORTS_RE = re.compile(r"^\s*(\d{1,5})\s*-\s*(\d{1,5})\s*$")
+
+
+def _parse_media(table: _Table, sip: SipSettings, *, press1: bool) -> MediaConfig:
+    rtp_host = table.str_("rtp_host", "").strip() or sip.host
+    ports_text = table.str_("rtp_ports", DEFAULT_RTP_PORTS)
+    match = _RTP_PORTS_RE.match(ports_text)
+    low, high = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    if match is None or not 1024 <= low < high <= 65535:
+        raise table.error(
+            "rtp_ports",
+            f'expected "LOW-HIGH" with 1024 <= LOW < HIGH <= 65535; got "{ports_text}"',
+        )
+    prompt_text = table.str_("prompt", "").strip()
+    prompt = Path(prompt_text).expanduser() if prompt_text else shipped_accept_prompt()
+    if press1 and not (prompt.is_file() and os.access(prompt, os.R_OK)):
+        # A press-1 rep leg without its prompt would be a silent call: refuse to start.
+        raise table.error(
+            "prompt", f'prompt file not found or unreadable: {prompt} (accept = "press1")'
+        )
+    result = MediaConfig(
+        rtp_host=rtp_host,
+        rtp_ports=(low, high),
+        prompt=prompt,
+        ringback=table.choice("ringback", "us", _RINGBACK_REGIONS),
     )
     table.finish()
     return result

@@ -174,3 +174,9 @@ class RingPlan:
     #: Caller ID shown to the prospect (the trunk's number).
     caller_id: str
     lead: LeadContext
+    #: ``"answer"``: the first rep to pick up wins. ``"press1"``: a rep who picks up hears a
+    #: prompt and wins only by pressing 1 (voicemail defence, DESIGN §4).
+    accept: str = "answer"
+    #: With ``press1``: how long a rep who picked up has to press a key before the leg is
+    #: treated as voicemail.
+    accept_timeout_s: float = 8.0

@@ -3,7 +3,8 @@
 Pure state machines (no I/O, time passed in) and the asyncio controller that drives them over
 the daemon's SIP endpoint:
 
-- :mod:`dialer.calls.ringing` — :class:`RingSession`: which rep legs ring, which answer wins.
+- :mod:`dialer.calls.ringing` — :class:`RingSession`: which rep legs ring, which answer wins
+  (the first 2xx, or with ``RingPlan.accept == "press1"`` the first rep to press 1).
 - :mod:`dialer.calls.bridge` — :class:`Bridge` (3PCC, RFC 3725; the flow and why is in its
   docstring) and :class:`CallFlow`, the whole sans-I/O life of one lead's call.
 - :mod:`dialer.calls.trunks` — :class:`TrunkPool`: max calls, calls per second, keepalive,
@@ -25,7 +26,14 @@ from dialer.calls.bridge import (
     Reinvite,
     placeholder_offer,
 )
-from dialer.calls.controller import Call, CallController, ControllerSettings, EventCallback
+from dialer.calls.controller import (
+    DEFAULT_RTP_PORTS,
+    Call,
+    CallController,
+    ControllerSettings,
+    EventCallback,
+    default_accept_prompt,
+)
 from dialer.calls.outcome import (
     CallEvent,
     CallEventKind,
@@ -39,11 +47,16 @@ from dialer.calls.outcome import (
     classify_final_status,
 )
 from dialer.calls.ringing import (
+    ACCEPT_ANSWER,
+    ACCEPT_MODES,
+    ACCEPT_PRESS1,
     REASON_COMPLETED_ELSEWHERE,
     CallStateError,
     CancelLeg,
     HangUpLeg,
     LegState,
+    PlayRingback,
+    PromptLeg,
     RingSession,
     RingState,
     StartLeg,
@@ -63,6 +76,10 @@ from dialer.calls.trunks import (
 )
 
 __all__ = [
+    "ACCEPT_ANSWER",
+    "ACCEPT_MODES",
+    "ACCEPT_PRESS1",
+    "DEFAULT_RTP_PORTS",
     "REASON_COMPLETED_ELSEWHERE",
     "Bridge",
     "BridgeSettings",
@@ -88,6 +105,8 @@ __all__ = [
     "LegResult",
     "LegState",
     "Party",
+    "PlayRingback",
+    "PromptLeg",
     "Reinvite",
     "RingSession",
     "RingState",
@@ -103,5 +122,6 @@ __all__ = [
     "TrunkStatus",
     "TrunkWaiting",
     "classify_final_status",
+    "default_accept_prompt",
     "placeholder_offer",
 ]

@@ -96,6 +96,8 @@ from dialer.calls.ringing import (
     HangUpLeg,
     LegInput,
     LegState,
+    PlayRingback,
+    PromptLeg,
     RingSession,
     StartLeg,
     advance_leg,
@@ -162,7 +164,7 @@ class Reinvite:
 
 
 BridgeCommand = DialProspect | Reinvite | CancelLeg | HangUpLeg
-CallCommand = StartLeg | DialProspect | Reinvite | CancelLeg | HangUpLeg
+CallCommand = StartLeg | DialProspect | Reinvite | CancelLeg | HangUpLeg | PromptLeg | PlayRingback
 
 
 # -- SDP: the few edits a controller makes --------------------------------------------------
@@ -812,12 +814,30 @@ class CallFlow:
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def leg_sent(self, leg: Leg, now: float, *, trunk: str | None = None) -> None:
-        """The INVITE of ``leg`` went out (through ``trunk`` when not sent directly)."""
+    def leg_sent(
+        self, leg: Leg, now: float, *, trunk: str | None = None, offer: bytes | None = None
+    ) -> None:
+        """The INVITE of ``leg`` went out (through ``trunk`` when not sent directly); ``offer``
+        when a rep INVITE carried another offer than the flow's (press-1 media)."""
         if leg.kind is LegKind.PROSPECT:
             self._bridge().prospect_sent(now, trunk=trunk)
         else:
-            self.ring.leg_sent(leg, now, trunk=trunk)
+            self.ring.leg_sent(leg, now, trunk=trunk, offer=offer)
+        self._drain(now)
+
+    def leg_accepted(self, leg: Leg, now: float) -> None:
+        """Press-1: the rep of ``leg`` pressed 1 (see :meth:`RingSession.leg_accepted`)."""
+        self.ring.leg_accepted(leg, now)
+        self._drain(now)
+
+    def leg_declined(self, leg: Leg, now: float, *, result: LegResult = LegResult.DECLINED) -> None:
+        """Press-1: the rep of ``leg`` pressed another key (:meth:`RingSession.leg_declined`)."""
+        self.ring.leg_declined(leg, now, result=result)
+        self._drain(now)
+
+    def leg_voicemail(self, leg: Leg, now: float) -> None:
+        """Press-1: treat ``leg`` as voicemail now (:meth:`RingSession.leg_voicemail`)."""
+        self.ring.leg_voicemail(leg, now)
         self._drain(now)
 
     def leg_ringing(self, leg: Leg, now: float, *, status: int = 180) -> None:

@@ -31,6 +31,19 @@ Rep legs carry the screen pop: ``From: "Lead: <name> (<source>)" <sip:<prospect 
 ``Call-Info: <lead page URL>;purpose=info`` and ``X-Lead-Id``. A rep whose URI is ``tel:`` or an
 E.164 number is rung through the trunk, like the prospect (outbound proxy, digest on 401/407,
 caller ID in ``From`` and ``P-Asserted-Identity``, trunk limits, failover on 503 or silence).
+
+Press-1-to-accept
+=================
+
+A plan with ``accept="press1"`` (DESIGN §4, voicemail defence) gets the daemon's own media on
+every rep leg: a UDP port from :class:`~sip.aio.rtp.RtpEngine` (opened before the INVITE, whose
+offer is that port's SDP). When the flow says a rep picked up (``PromptLeg``), the rep's answer
+is applied and the accept prompt plays; RFC 4733 digits from the stream and SIP INFO
+``application/dtmf-relay`` bodies from the dialog are turned into ``leg_accepted`` ("1") or
+``leg_declined`` (any other key). The winner hears ringback (``PlayRingback``) while the
+prospect is dialled; the bridge's re-INVITE stops it and the port is closed once that
+re-INVITE completes, so the daemon is out of the media path of the bridged call. Every other
+leg's port closes with its CANCEL or BYE.
 """
 
 from __future__ import annotations
@@ -46,6 +59,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from importlib import resources
 
 from dialer.calls.bridge import (
     BridgeSettings,
@@ -55,7 +69,15 @@ from dialer.calls.bridge import (
     Reinvite,
 )
 from dialer.calls.outcome import CallEvent, CallOutcome, Leg, LegKind, LegResult
-from dialer.calls.ringing import CallStateError, CancelLeg, HangUpLeg, LegState, StartLeg
+from dialer.calls.ringing import (
+    CallStateError,
+    CancelLeg,
+    HangUpLeg,
+    LegState,
+    PlayRingback,
+    PromptLeg,
+    StartLeg,
+)
 from dialer.calls.trunks import (
     Trunk,
     TrunkGrant,
@@ -74,6 +96,7 @@ from sip import (
     Event,
     IdGenerator,
     IncomingCall,
+    InfoReceived,
     LocalProtocolError,
     ParseError,
     ReInviteCompleted,
@@ -85,8 +108,19 @@ from sip import (
     uri_address,
 )
 from sip.aio import SipEndpoint
+from sip.aio.rtp import RtpEngine, RtpEngineConfig, RtpPortsExhaustedError, RtpStream
+from sip.dtmf import DtmfDigit
+from sip.prompt import Prompt, RingbackRegion, load_prompt, ringback
+from sip.rtp import MediaNegotiationError
 
-__all__ = ["Call", "CallController", "ControllerSettings", "EventCallback"]
+__all__ = [
+    "DEFAULT_RTP_PORTS",
+    "Call",
+    "CallController",
+    "ControllerSettings",
+    "EventCallback",
+    "default_accept_prompt",
+]
 
 _log = logging.getLogger("dialer.calls")
 
@@ -98,6 +132,18 @@ _E164 = re.compile(r"\+?[0-9]{4,15}")
 #: Bound on command/feedback rounds after one input (a trunk refusal feeds the flow again);
 #: a flow settles in two or three, so reaching it means a bug, not load.
 _MAX_COMMAND_ROUNDS = 100
+
+#: RTP port range of press-1 legs unless configured (``[media] rtp_ports``).
+DEFAULT_RTP_PORTS = (16384, 32767)
+
+
+def default_accept_prompt() -> Prompt:
+    """The shipped press-1 prompt (``dialer/prompts/press1.wav``).
+
+    Raises :class:`~sip.prompt.PromptNotFoundError` when the package lost it.
+    """
+    with resources.as_file(resources.files("dialer") / "prompts" / "press1.wav") as path:
+        return load_prompt(path)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,6 +161,13 @@ class ControllerSettings:
     shutdown_timeout_s: float = 5.0
     #: User part of our Contact.
     contact_user: str = "dialer"
+    #: Press-1 media: the RTP adapter's settings (None: bind the SIP endpoint's host, ports
+    #: :data:`DEFAULT_RTP_PORTS`, advertise the controller's ``advertised_host``).
+    rtp: RtpEngineConfig | None = None
+    #: Press-1 prompt (None: :func:`default_accept_prompt`, loaded on the first press-1 call).
+    accept_prompt: Prompt | None = None
+    #: Ringback the accepting rep hears while the prospect is dialled.
+    ringback_region: RingbackRegion = RingbackRegion.US
 
 
 @dataclass(slots=True)
@@ -136,6 +189,10 @@ class _SipLeg:
     cancelled_before_sent: bool = False
     #: Last SDP we sent on this leg (answers peer re-INVITEs that just refresh the session).
     local_sdp: bytes = b""
+    #: Press-1: the leg's own RTP port (None once closed, or in answer mode).
+    stream: RtpStream | None = None
+    #: Press-1: the port is being opened; the INVITE goes out once it is.
+    opening: bool = False
 
 
 class Call:
@@ -276,6 +333,10 @@ class CallController:
         self._closing = False
         #: Event delivery tasks of every call, awaited (bounded) on close.
         self._pumps: set[asyncio.Task[None]] = set()
+        self._rtp: RtpEngine | None = None
+        self._accept_prompt: Prompt | None = self.settings.accept_prompt
+        #: Press-1 port openings and closings in flight (kept referenced until done).
+        self._media_tasks: set[asyncio.Task[None]] = set()
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -307,6 +368,10 @@ class CallController:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._media_tasks:
+            await asyncio.gather(*list(self._media_tasks), return_exceptions=True)
+        if self._rtp is not None:
+            await self._rtp.close()
         await self.endpoint.close()
 
     async def __aenter__(self) -> CallController:
@@ -328,6 +393,27 @@ class CallController:
         return self._pool
 
     @property
+    def rtp_engine(self) -> RtpEngine:
+        """The press-1 RTP adapter (created on first use)."""
+        if self._rtp is None:
+            config = self.settings.rtp
+            if config is None:
+                config = RtpEngineConfig(
+                    host=self.endpoint.address[0],
+                    advertised_host=self._advertised_host,
+                    ports=DEFAULT_RTP_PORTS,
+                )
+            self._rtp = RtpEngine(config)
+        return self._rtp
+
+    @property
+    def accept_prompt(self) -> Prompt:
+        """The press-1 prompt (the shipped one unless configured)."""
+        if self._accept_prompt is None:
+            self._accept_prompt = default_accept_prompt()
+        return self._accept_prompt
+
+    @property
     def active_calls(self) -> int:
         """Calls not yet over."""
         return len(self._calls)
@@ -338,6 +424,9 @@ class CallController:
         """Start ringing ``plan`` now and return the call's handle."""
         if self._loop is None or self._closing:
             raise RuntimeError("CallController is not running")
+        if plan.accept == "press1":
+            # Fail here, not on the first pick-up, when the prompt cannot be loaded.
+            _ = self.accept_prompt
         call_id = next(self._call_ids)
         flow = CallFlow(
             plan,
@@ -404,6 +493,8 @@ class CallController:
         self._rearm(call)
         call._settle_futures()
         if flow.outcome is not None and not self._legs_alive(call):
+            for sip_leg in call._legs.values():
+                self._close_media(sip_leg)
             self._forget(call)
 
     def _rearm(self, call: Call) -> None:
@@ -427,7 +518,7 @@ class CallController:
 
     def _legs_alive(self, call: Call) -> bool:
         return any(
-            sip_leg.sip_leg_id is not None or sip_leg.ticket is not None
+            sip_leg.sip_leg_id is not None or sip_leg.ticket is not None or sip_leg.opening
             for sip_leg in call._legs.values()
         )
 
@@ -445,16 +536,110 @@ class CallController:
             self._request_trunk(prospect)
         elif isinstance(command, CancelLeg):
             self._cancel(call, command)
+            sip_leg = call._legs.get(command.leg)
+            if sip_leg is not None:
+                self._close_media(sip_leg)
         elif isinstance(command, HangUpLeg):
             sip_leg = call._legs.get(command.leg)
-            if sip_leg is not None and sip_leg.sip_leg_id is not None:
-                self.endpoint.hangup(sip_leg.sip_leg_id)
+            if sip_leg is not None:
+                self._close_media(sip_leg)
+                if sip_leg.sip_leg_id is not None:
+                    self.endpoint.hangup(sip_leg.sip_leg_id)
         elif isinstance(command, Reinvite):
+            sip_leg = call._legs.get(command.leg)
+            if sip_leg is not None and sip_leg.stream is not None:
+                # The rep is about to hear the prospect: the daemon leaves the media path now
+                # (the port stays open until the re-INVITE completes).
+                sip_leg.stream.stop_audio()
             self._reinvite(call, command)
+        elif isinstance(command, PromptLeg):
+            self._play_prompt(call, command)
+        elif isinstance(command, PlayRingback):
+            sip_leg = call._legs.get(command.leg)
+            stream = sip_leg.stream if sip_leg is not None else None
+            if stream is not None:
+                stream.stop_audio()
+                codec = stream.session.codec
+                stream.play(ringback(codec, self.settings.ringback_region), repeat=True)
+
+    # -- press-1 media ----------------------------------------------------------------------
+
+    async def _open_media(self, sip_leg: _SipLeg) -> None:
+        """Open the leg's RTP port, then send its INVITE offering that port."""
+        call = sip_leg.call
+        try:
+            stream = await self.rtp_engine.open_stream(
+                on_digit=lambda digit: self._on_digit(sip_leg, digit)
+            )
+        except (OSError, RtpPortsExhaustedError) as error:
+            sip_leg.opening = False
+            _log.warning("call %s %s: no RTP port: %s", call.id, sip_leg.leg, error)
+            if not sip_leg.cancelled_before_sent:
+                call.flow.leg_failed(sip_leg.leg, self._now(), status=None)
+            self._after_input(call)
+            return
+        sip_leg.opening = False
+        if sip_leg.cancelled_before_sent or self._closing:
+            await stream.close()
+            self._after_input(call)
+            return
+        sip_leg.stream = stream
+        assert isinstance(sip_leg.command, StartLeg)
+        command = replace(sip_leg.command, offer=stream.offer())
+        sip_leg.command = command
+        if _phone_number(command.target.uri) is not None:
+            self._request_trunk(sip_leg)
+        else:
+            self._send_invite(sip_leg, None)
+        self._after_input(call)
+
+    def _play_prompt(self, call: Call, command: PromptLeg) -> None:
+        sip_leg = call._legs.get(command.leg)
+        stream = sip_leg.stream if sip_leg is not None else None
+        now = self._now()
+        if stream is None:
+            call.flow.leg_declined(command.leg, now, result=LegResult.FAILED)
+            return
+        try:
+            stream.apply_answer(command.sdp)
+        except (MediaNegotiationError, ParseError) as error:
+            _log.warning("call %s %s: rep media refused: %s", call.id, command.leg, error)
+            call.flow.leg_declined(command.leg, now, result=LegResult.FAILED)
+            return
+        stream.play(self.accept_prompt)
+
+    def _on_digit(self, sip_leg: _SipLeg, digit: DtmfDigit) -> None:
+        call = sip_leg.call
+        if call.flow.finished or not call.flow.ring.awaiting_accept(sip_leg.leg):
+            return
+        now = self._now()
+        _log.info("call %s %s: DTMF %s (%s)", call.id, sip_leg.leg, digit.digit, digit.source)
+        try:
+            if digit.digit == "1":
+                call.flow.leg_accepted(sip_leg.leg, now)
+            else:
+                call.flow.leg_declined(sip_leg.leg, now)
+        except CallStateError:
+            _log.exception("call %s %s: digit refused", call.id, sip_leg.leg)
+        self._after_input(call)
+
+    def _close_media(self, sip_leg: _SipLeg) -> None:
+        stream, sip_leg.stream = sip_leg.stream, None
+        if stream is None or stream.closed:
+            return
+        task = asyncio.get_running_loop().create_task(stream.close())
+        self._media_tasks.add(task)
+        task.add_done_callback(self._media_tasks.discard)
 
     def _start_rep_leg(self, call: Call, command: StartLeg) -> None:
         sip_leg = _SipLeg(call=call, leg=command.leg, command=command)
         call._legs[command.leg] = sip_leg
+        if call.flow.ring.press1:
+            sip_leg.opening = True
+            task = asyncio.get_running_loop().create_task(self._open_media(sip_leg))
+            self._media_tasks.add(task)
+            task.add_done_callback(self._media_tasks.discard)
+            return
         if _phone_number(command.target.uri) is not None:
             self._request_trunk(sip_leg)
             return
@@ -587,7 +772,10 @@ class CallController:
                 sip_leg.sip_leg_id = self._invite_rep(command, call.plan.lead, trunk)
                 sip_leg.local_sdp = command.offer
                 call.flow.leg_sent(
-                    sip_leg.leg, now, trunk=trunk.name if trunk is not None else None
+                    sip_leg.leg,
+                    now,
+                    trunk=trunk.name if trunk is not None else None,
+                    offer=command.offer if sip_leg.stream is not None else None,
                 )
             elif isinstance(command, DialProspect):
                 assert trunk is not None
@@ -681,7 +869,15 @@ class CallController:
                 self.trunk_pool.invite_result(sip_leg.grant.trunk.name, now, status=event.status)
         elif isinstance(event, CallRejected):
             self._on_rejected(sip_leg, event)
+            if sip_leg.sip_leg_id is None and sip_leg.ticket is None:
+                # Over for good (not failing over to another trunk with the same offer).
+                self._close_media(sip_leg)
+        elif isinstance(event, InfoReceived):
+            if sip_leg.stream is not None:
+                # SIP INFO dtmf-relay: the fallback of phones that do not send RFC 4733.
+                sip_leg.stream.receive_info(event.content_type, event.body)
         elif isinstance(event, CallTerminated):
+            self._close_media(sip_leg)
             self._sip_legs.pop(event.leg_id, None)
             sip_leg.sip_leg_id = None
             self._release_trunk(sip_leg)
@@ -690,6 +886,8 @@ class CallController:
             elif event.cause is not TerminationCause.LOCAL_BYE:
                 flow.leg_ended(leg, now)
         elif isinstance(event, ReInviteCompleted):
+            # Press-1: the bridge's re-INVITE is done, the rep now talks to the prospect.
+            self._close_media(sip_leg)
             if 200 <= event.status < 300:
                 flow.reinvite_answered(leg, event.body, now)
             else:

@@ -78,6 +78,11 @@ class LegResult(enum.StrEnum):
     CANCELLED = "cancelled"
     #: Answered after another leg had already won; the daemon hung it up (ACK + BYE).
     ANSWERED_LATE = "answered_late"
+    #: Press-1 mode: picked up but pressed no key within the accept timeout (a voicemail box,
+    #: most likely); the daemon hung up.
+    VOICEMAIL = "voicemail"
+    #: Press-1 mode: picked up and pressed another key than 1, or hung up on the prompt.
+    DECLINED = "declined"
 
 
 #: Final SIP statuses that mean the phone could not be reached (DESIGN §4 "unreachable").
@@ -163,8 +168,16 @@ class CallEventKind(enum.StrEnum):
     REP_INVITED = "rep_invited"
     #: A rep's phone is ringing (first 180/183 on that leg).
     REP_RINGING = "rep_ringing"
+    #: Press-1 mode: a rep picked up and hears the prompt (``leg``, ``rep_id``); not the win
+    #: yet, the plan goes on ringing the others.
+    REP_PROMPTED = "rep_prompted"
     #: A rep answered and won the plan (``leg``, ``rep_id``). The prospect is dialled now.
+    #: In press-1 mode: the rep pressed 1.
     REP_ANSWERED = "rep_answered"
+    #: Press-1 mode: a rep picked up but pressed no key in time, so the leg was treated as
+    #: voicemail and hung up (``leg``, ``rep_id``). A ``rep_leg_ended`` with result
+    #: ``voicemail`` follows (that one releases the rep).
+    REP_VOICEMAIL = "rep_voicemail"
     #: A rep leg that did not win ended (``result``, ``status``): release that rep.
     REP_LEG_ENDED = "rep_leg_ended"
     #: The prospect's INVITE went out (``leg``, ``trunk``).
@@ -271,6 +284,16 @@ class CallOutcome:
     def rep_legs(self) -> tuple[LegRecord, ...]:
         """Rep leg records, in the order the legs were started."""
         return tuple(r for r in self.legs if r.leg.kind is LegKind.REP)
+
+    @property
+    def rep_voicemail(self) -> dict[str, int]:
+        """Press-1 mode: how many of each rep's legs went to voicemail, by rep id (reps with
+        none are left out)."""
+        counts: dict[str, int] = {}
+        for record in self.rep_legs:
+            if record.result is LegResult.VOICEMAIL and record.rep_id is not None:
+                counts[record.rep_id] = counts.get(record.rep_id, 0) + 1
+        return counts
 
     @property
     def prospect_leg(self) -> LegRecord | None:

@@ -23,6 +23,16 @@ the lead. (:mod:`sip.ua` itself ACKs and BYEs a 2xx that beats a CANCEL already 
 controller reports that as a failure with ``LegResult.ANSWERED_LATE``.) For the same reason the
 plan is only declared exhausted once the last wave's timed-out legs are really over.
 
+Press-1-to-accept (``plan.accept == "press1"``, DESIGN §4 voicemail defence): a 2xx is only
+"picked up, pending acceptance". The session asks for the prompt (:class:`PromptLeg`), emits
+``REP_PROMPTED`` and gives the leg ``plan.accept_timeout_s`` to answer, while the other legs
+go on ringing. Then one of three inputs decides: :meth:`RingSession.leg_accepted` (DTMF "1":
+the leg wins, :class:`PlayRingback` is asked for it, every other leg is cancelled or hung
+up), :meth:`RingSession.leg_declined` (another key, or the rep hung up on the prompt: BYE,
+result ``declined``) or the accept timeout (:meth:`RingSession.leg_voicemail`, also fired by
+:meth:`RingSession.handle_timer`: ``REP_VOICEMAIL``, BYE, result ``voicemail``). A leg waiting
+for its key keeps its wave open, like a ringing leg.
+
 A leg is reported ended (``REP_LEG_ENDED``) only when it really is (its final response, or our
 BYE): until then the rep's phone may still ring, so the pipeline must not offer that rep to
 another lead.
@@ -48,6 +58,9 @@ from dialer.calls.outcome import (
 from dialer.domain import RingMode, RingPlan, RingTarget
 
 __all__ = [
+    "ACCEPT_ANSWER",
+    "ACCEPT_MODES",
+    "ACCEPT_PRESS1",
     "REASON_COMPLETED_ELSEWHERE",
     "CallStateError",
     "CancelLeg",
@@ -55,6 +68,8 @@ __all__ = [
     "HangUpLeg",
     "LegInput",
     "LegState",
+    "PlayRingback",
+    "PromptLeg",
     "RingSession",
     "RingState",
     "StartLeg",
@@ -64,6 +79,12 @@ __all__ = [
 #: RFC 3326 Reason for the legs that lose a parallel ring (the phone stops without logging a
 #: missed call on most handsets).
 REASON_COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
+
+#: ``RingPlan.accept``: the first 2xx wins.
+ACCEPT_ANSWER = "answer"
+#: ``RingPlan.accept``: a 2xx gets the prompt; only DTMF "1" wins.
+ACCEPT_PRESS1 = "press1"
+ACCEPT_MODES = (ACCEPT_ANSWER, ACCEPT_PRESS1)
 
 
 class CallStateError(Exception):
@@ -101,7 +122,24 @@ class HangUpLeg:
     leg: Leg
 
 
-Command = StartLeg | CancelLeg | HangUpLeg
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromptLeg:
+    """Press-1: the rep of ``leg`` picked up; start its media with the rep's answer ``sdp``
+    and play the accept prompt."""
+
+    leg: Leg
+    sdp: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlayRingback:
+    """Press-1: the rep of ``leg`` accepted; play ringback to them while the prospect is
+    dialled (the bridge's re-INVITE takes the daemon out of the media path)."""
+
+    leg: Leg
+
+
+Command = StartLeg | CancelLeg | HangUpLeg | PromptLeg | PlayRingback
 
 
 # -- one leg's life -------------------------------------------------------------------------
@@ -237,6 +275,8 @@ class _RepLeg:
     ring_deadline: float
     state: LegState = LegState.CALLING
     cancel_cause: _CancelCause | None = None
+    #: Press-1: when the rep who picked up must have pressed a key; None when not waiting.
+    accept_deadline: float | None = None
 
 
 class RingSession:
@@ -257,6 +297,12 @@ class RingSession:
             raise ValueError("a ring plan needs at least one target")
         if plan.ring_timeout_s <= 0:
             raise ValueError("ring_timeout_s must be positive")
+        if plan.accept not in ACCEPT_MODES:
+            raise ValueError(f"accept must be one of {ACCEPT_MODES}, not {plan.accept!r}")
+        if plan.accept == ACCEPT_PRESS1 and plan.accept_timeout_s <= 0:
+            raise ValueError("accept_timeout_s must be positive")
+        #: True when a pick-up must be confirmed with DTMF "1".
+        self.press1 = plan.accept == ACCEPT_PRESS1
         self._plan = plan
         self._make_offer = make_offer
         self._waves = _split_waves(plan)
@@ -292,6 +338,9 @@ class RingSession:
         deadlines = [
             leg.ring_deadline for leg in self._legs.values() if leg.state in LIVE_RINGING_STATES
         ]
+        deadlines.extend(
+            leg.accept_deadline for leg in self._legs.values() if leg.accept_deadline is not None
+        )
         if self.deadline is not None:
             deadlines.append(self.deadline)
         return min(deadlines, default=None)
@@ -327,6 +376,11 @@ class RingSession:
         """The rep target of ``leg``."""
         return self._legs[leg].target
 
+    def awaiting_accept(self, leg: Leg) -> bool:
+        """Press-1: True while the rep of ``leg`` picked up and has not pressed a key yet."""
+        rep = self._legs.get(leg)
+        return rep is not None and rep.accept_deadline is not None
+
     def record(self, leg: Leg) -> LegRecord:
         """A snapshot of what is known about ``leg``."""
         return self._legs[leg].record
@@ -337,10 +391,15 @@ class RingSession:
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def leg_sent(self, leg: Leg, now: float, *, trunk: str | None = None) -> None:
-        """The INVITE of ``leg`` went out (through ``trunk`` when not sent directly)."""
+    def leg_sent(
+        self, leg: Leg, now: float, *, trunk: str | None = None, offer: bytes | None = None
+    ) -> None:
+        """The INVITE of ``leg`` went out (through ``trunk`` when not sent directly), carrying
+        ``offer`` when the SIP side replaced the session's (press-1: the daemon's own media)."""
         rep = self._leg(leg)
         rep.record = replace(rep.record, invite_sent_at=now, trunk=trunk)
+        if offer is not None:
+            rep.record = replace(rep.record, local_sdp=offer)
         self._events.append(
             CallEvent(
                 kind=CallEventKind.REP_INVITED,
@@ -381,10 +440,49 @@ class RingSession:
             remote_sdp=sdp,
         )
         may_win = self.state is RingState.RINGING and cause in (None, _CancelCause.RING_TIMEOUT)
-        if may_win:
-            self._win(leg, rep, now, status)
-        else:
+        if not may_win:
             self._hang_up_late(leg, rep, now, status)
+        elif self.press1:
+            self._prompt(leg, rep, now, sdp, status)
+        else:
+            self._win(leg, rep, now, status)
+
+    def leg_accepted(self, leg: Leg, now: float) -> None:
+        """Press-1: the rep of ``leg`` pressed 1. The leg wins if it was waiting for its key;
+        a digit from any other leg (a late key press, the winner pressing again) is ignored."""
+        rep = self._leg(leg)
+        if rep.accept_deadline is None or self.state is not RingState.RINGING:
+            return
+        rep.accept_deadline = None
+        status = rep.record.final_status if rep.record.final_status is not None else 200
+        self._win(leg, rep, now, status)
+
+    def leg_declined(self, leg: Leg, now: float, *, result: LegResult = LegResult.DECLINED) -> None:
+        """Press-1: the rep of ``leg`` pressed another key than 1 (or its media could not be
+        set up: ``result`` FAILED): hang up, the plan goes on. Ignored unless the leg was
+        waiting for its key."""
+        rep = self._leg(leg)
+        if rep.accept_deadline is None:
+            return
+        self._end_pending(leg, rep, now, result=result)
+
+    def leg_voicemail(self, leg: Leg, now: float) -> None:
+        """Press-1: no key within the accept timeout (or voicemail detected otherwise): the
+        leg is treated as voicemail, hung up, and the plan goes on. Ignored unless the leg was
+        waiting for its key."""
+        rep = self._leg(leg)
+        if rep.accept_deadline is None:
+            return
+        self._events.append(
+            CallEvent(
+                kind=CallEventKind.REP_VOICEMAIL,
+                at=now,
+                leg=leg,
+                rep_id=rep.target.rep_id,
+                result=LegResult.VOICEMAIL,
+            )
+        )
+        self._end_pending(leg, rep, now, result=LegResult.VOICEMAIL)
 
     def leg_failed(
         self,
@@ -399,6 +497,7 @@ class RingSession:
         rep = self._leg(leg)
         previous = rep.state
         rep.state = advance_leg(rep.state, LegInput.FAILURE)
+        rep.accept_deadline = None
         if previous is LegState.TERMINATED:
             return
         if result is None:
@@ -414,7 +513,12 @@ class RingSession:
         rep = self._leg(leg)
         previous = rep.state
         rep.state = advance_leg(rep.state, LegInput.REMOTE_BYE)
-        if previous is not LegState.TERMINATED:
+        if rep.accept_deadline is not None:
+            # Hung up on the prompt: a person saying no (a voicemail box does not hang up).
+            rep.accept_deadline = None
+            self._end_leg(leg, rep, now, result=LegResult.DECLINED, status=None)
+            self._after_leg_over(now)
+        elif previous is not LegState.TERMINATED:
             rep.record = replace(rep.record, ended_at=now)
 
     def abort(self, now: float) -> None:
@@ -423,6 +527,7 @@ class RingSession:
             return
         self.state = RingState.ABORTED
         self._cancel_ringing(now, _CancelCause.ABORT)
+        self._hang_up_pending(now, LegResult.CANCELLED)
 
     def handle_timer(self, now: float) -> None:
         """Act on every ring timeout and the deadline that are due at ``now``."""
@@ -431,9 +536,12 @@ class RingSession:
         if self.deadline is not None and now >= self.deadline:
             self.state = RingState.EXHAUSTED
             self._cancel_ringing(now, _CancelCause.DEADLINE)
+            self._hang_up_pending(now, LegResult.NO_ANSWER)
             return
         for leg, rep in list(self._legs.items()):
-            if rep.state in LIVE_RINGING_STATES and now >= rep.ring_deadline:
+            if rep.accept_deadline is not None and now >= rep.accept_deadline:
+                self.leg_voicemail(leg, now)
+            elif rep.state in LIVE_RINGING_STATES and now >= rep.ring_deadline:
                 self._cancel(leg, rep, now, _CancelCause.RING_TIMEOUT)
         self._after_leg_over(now)
 
@@ -463,7 +571,10 @@ class RingSession:
         """Start the next wave, or give up, once no leg of this wave rings any more."""
         if self.state is not RingState.RINGING:
             return
-        if any(rep.state in LIVE_RINGING_STATES for rep in self._legs.values()):
+        if any(
+            rep.state in LIVE_RINGING_STATES or rep.accept_deadline is not None
+            for rep in self._legs.values()
+        ):
             return
         if self._next_wave < len(self._waves):
             self._start_next_wave(now)
@@ -487,7 +598,37 @@ class RingSession:
                 status=status,
             )
         )
+        if self.press1:
+            self._commands.append(PlayRingback(leg=leg))
         self._cancel_ringing(now, _CancelCause.COMPLETED_ELSEWHERE)
+        self._hang_up_pending(now, LegResult.CANCELLED)
+
+    def _prompt(self, leg: Leg, rep: _RepLeg, now: float, sdp: bytes, status: int) -> None:
+        rep.accept_deadline = now + self._plan.accept_timeout_s
+        self._commands.append(PromptLeg(leg=leg, sdp=sdp))
+        self._events.append(
+            CallEvent(
+                kind=CallEventKind.REP_PROMPTED,
+                at=now,
+                leg=leg,
+                rep_id=rep.target.rep_id,
+                status=status,
+            )
+        )
+
+    def _end_pending(self, leg: Leg, rep: _RepLeg, now: float, *, result: LegResult) -> None:
+        """Hang up a leg that was waiting for its key, with ``result``."""
+        rep.accept_deadline = None
+        rep.state = advance_leg(rep.state, LegInput.HANG_UP)
+        self._commands.append(HangUpLeg(leg=leg))
+        self._end_leg(leg, rep, now, result=result, status=None)
+        self._after_leg_over(now)
+
+    def _hang_up_pending(self, now: float, result: LegResult) -> None:
+        """Hang up every leg still waiting for its key (another leg won, or the plan ended)."""
+        for leg, rep in self._legs.items():
+            if rep.accept_deadline is not None:
+                self._end_pending(leg, rep, now, result=result)
 
     def _hang_up_late(self, leg: Leg, rep: _RepLeg, now: float, status: int) -> None:
         rep.state = advance_leg(rep.state, LegInput.HANG_UP)

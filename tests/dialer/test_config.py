@@ -397,3 +397,75 @@ def test_sip_advertise_env_override() -> None:
     # An empty variable is ignored.
     sip = parse_config({"sip": {"advertise": "192.0.2.1"}}, env={"DIALER_SIP_ADVERTISE": " "}).sip
     assert sip.advertise == "192.0.2.1"
+
+
+# -- [media]: press-1-to-accept ---------------------------------------------------------------
+
+
+def test_media_defaults_follow_sip_and_ship_a_prompt() -> None:
+    media = parse_config({"sip": {"listen": "127.0.0.2:5070"}}, env={}).media
+    assert media.rtp_host == "127.0.0.2"
+    assert media.rtp_ports == (16384, 32767)
+    assert media.ringback == "us"
+    assert media.prompt.name == "press1.wav" and media.prompt.is_file()
+
+
+def test_media_settings_are_read(tmp_path: Path) -> None:
+    prompt = tmp_path / "accept.wav"
+    prompt.write_bytes(b"RIFF")
+    media = parse_config(
+        {
+            "ringing": {"accept": "press1"},
+            "media": {
+                "rtp_host": "127.0.0.3",
+                "rtp_ports": "20000-20100",
+                "prompt": str(prompt),
+                "ringback": "eu",
+            },
+        },
+        env={},
+    ).media
+    assert (media.rtp_host, media.rtp_ports, media.prompt, media.ringback) == (
+        "127.0.0.3",
+        (20000, 20100),
+        prompt,
+        "eu",
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"ringing": {"accept": "press1"}},
+        {"routing": {"rules": [{"name": "web", "accept": "press1"}]}},
+    ],
+)
+def test_missing_prompt_is_a_startup_error_when_press1_is_used(
+    tmp_path: Path, data: dict[str, object]
+) -> None:
+    missing = tmp_path / "nope.wav"
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**data, "media": {"prompt": str(missing)}}, env={})
+    assert caught.value.key_path == "media.prompt"
+    assert str(missing) in str(caught.value)
+
+
+def test_missing_prompt_is_fine_without_press1(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.wav"
+    assert parse_config({"media": {"prompt": str(missing)}}, env={}).media.prompt == missing
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("rtp_ports", "30000-20000"),
+        ("rtp_ports", "80-90"),
+        ("rtp_ports", "lots"),
+        ("ringback", "mars"),
+        ("bogus", "x"),
+    ],
+)
+def test_media_rejects_bad_values(key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"media": {key: value}}, env={})
+    assert caught.value.key_path == f"media.{key}"
