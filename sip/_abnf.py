@@ -25,6 +25,14 @@ UNRESERVED = ALPHANUM + r"\-_.!~*'()"
 # escaped     =  "%" HEXDIG HEXDIG
 ESCAPED = r"%[0-9A-Fa-f]{2}"
 
+
+def runs(chars: str, *, optional: bool = False) -> str:
+    """``1*( [chars] / escaped )`` (``*`` if ``optional``) as runs of plain characters between
+    escapes. Possessive, so it never backtracks: every use below is followed by a character
+    outside ``chars``. This matches the same text as the RFC's per-character form, much faster."""
+    return rf"(?:[{chars}]++|{ESCAPED})" + ("*+" if optional else "++")
+
+
 # LWS  =  [*WSP CRLF] 1*WSP ; linear whitespace
 # SWS  =  [LWS] ; sep whitespace
 # (after unfolding, LWS is one or more SP / HTAB). SWS is possessive: white space between two
@@ -36,8 +44,7 @@ SWS = r"[ \t]*+"
 # token       =  1*(alphanum / "-" / "." / "!" / "%" / "*"
 #                / "_" / "+" / "`" / "'" / "~" )
 TOKEN_CHARS = ALPHANUM + r"\-.!%*_+`'~"
-TOKEN = rf"[{TOKEN_CHARS}]+"
-token_re = re.compile(TOKEN)
+TOKEN = rf"[{TOKEN_CHARS}]++"
 
 # word        =  1*(alphanum / "-" / "." / "!" / "%" / "*" /
 #                "_" / "+" / "`" / "'" / "~" /
@@ -45,14 +52,13 @@ token_re = re.compile(TOKEN)
 #                ":" / "\" / DQUOTE /
 #                "/" / "[" / "]" / "?" /
 #                "{" / "}" )
-WORD = rf"[{TOKEN_CHARS}()<>:\\\"/\[\]?{{}}]+"
+WORD = rf"[{TOKEN_CHARS}()<>:\\\"/\[\]?{{}}]++"
 
 # quoted-string  =  SWS DQUOTE *(qdtext / quoted-pair ) DQUOTE
 # qdtext         =  LWS / %x21 / %x23-5B / %x5D-7E
 #                   / UTF8-NONASCII
 # quoted-pair    =  "\" (%x00-09 / %x0B-0C / %x0E-7F)
-QUOTED_STRING = r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"'
-quoted_string_re = re.compile(QUOTED_STRING)
+QUOTED_STRING = r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]++|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*+"'
 quoted_pair_re = re.compile(r"\\([\x00-\x09\x0b\x0c\x0e-\x7f])")
 
 # TEXT-UTF8char  =  %x21-7E / UTF8-NONASCII
@@ -64,18 +70,20 @@ forbidden_head_char_re = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 # user             =  1*( unreserved / escaped / user-unreserved )
 # user-unreserved  =  "&" / "=" / "+" / "$" / "," / ";" / "?" / "/"
-USER = rf"(?:[{UNRESERVED}&=+$,;?/]|{ESCAPED})+"
+USER = runs(UNRESERVED + "&=+$,;?/")
 
 # password         =  *( unreserved / escaped /
 #                     "&" / "=" / "+" / "$" / "," )
-PASSWORD = rf"(?:[{UNRESERVED}&=+$,]|{ESCAPED})*"
+PASSWORD = runs(UNRESERVED + "&=+$,", optional=True)
 
 # domainlabel      =  alphanum
 #                     / alphanum *( alphanum / "-" ) alphanum
 # toplabel         =  ALPHA / ALPHA *( alphanum / "-" ) alphanum
 # hostname         =  *( domainlabel "." ) toplabel [ "." ]
-DOMAINLABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
-TOPLABEL = r"[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
+# (written as alphanumeric runs joined by hyphen runs, which is the same language without
+# backtracking)
+DOMAINLABEL = r"[A-Za-z0-9]++(?:-++[A-Za-z0-9]++)*+"
+TOPLABEL = r"[A-Za-z][A-Za-z0-9]*+(?:-++[A-Za-z0-9]++)*+"
 HOSTNAME = rf"(?:{DOMAINLABEL}\.)*{TOPLABEL}\.?"
 
 # IPv4address    =  1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT
@@ -93,7 +101,6 @@ IPV6REFERENCE = rf"\[{IPV6ADDRESS}\]"
 
 # host             =  hostname / IPv4address / IPv6reference
 HOST = rf"(?:{IPV6REFERENCE}|{IPV4ADDRESS}|{HOSTNAME})"
-host_re = re.compile(HOST)
 
 # port           =  1*DIGIT
 # (limited here to 0-65535, leading zeros allowed)
@@ -105,17 +112,17 @@ PORT = r"0*(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{
 # pvalue            =  1*paramchar
 # other-param       =  pname [ "=" pvalue ]
 # uri-parameters    =  *( ";" uri-parameter)
-PARAMCHAR = rf"(?:[{UNRESERVED}\[\]/:&+$]|{ESCAPED})"
-URI_PARAMETERS = rf"(?:;{PARAMCHAR}+(?:={PARAMCHAR}+)?)*"
-uri_parameter_re = re.compile(rf";({PARAMCHAR}+)(?:=({PARAMCHAR}+))?")
+PARAMCHARS = runs(UNRESERVED + r"\[\]/:&+$")
+URI_PARAMETERS = rf"(?:;{PARAMCHARS}(?:={PARAMCHARS})?)*"
+uri_parameter_re = re.compile(rf";({PARAMCHARS})(?:=({PARAMCHARS}))?")
 
 # headers         =  "?" header *( "&" header )
 # header          =  hname "=" hvalue
 # hname           =  1*( hnv-unreserved / unreserved / escaped )
 # hvalue          =  *( hnv-unreserved / unreserved / escaped )
 # hnv-unreserved  =  "[" / "]" / "/" / "?" / ":" / "+" / "$"
-HNV = rf"(?:[{UNRESERVED}\[\]/?:+$]|{ESCAPED})"
-URI_HEADERS = rf"{HNV}+={HNV}*(?:&{HNV}+={HNV}*)*"
+HNV = UNRESERVED + r"\[\]/?:+$"
+URI_HEADERS = rf"{runs(HNV)}={runs(HNV, optional=True)}(?:&{runs(HNV)}={runs(HNV, optional=True)})*"
 
 # SIP-URI   =  "sip:" [ userinfo ] hostport
 #              uri-parameters [ headers ]
@@ -170,9 +177,9 @@ tel_uri_re = re.compile(rf"{TEL_SCHEME}:(?P<number>{TEL_NUMBER})(?P<params>{URI_
 # match their own grammar above, never this one)
 NOT_SIP_OR_TEL = rf"(?!{SIP_SCHEME}:|{TEL_SCHEME}:)"
 SCHEME = r"[A-Za-z][A-Za-z0-9+\-.]*"
-URIC = rf"(?:[{UNRESERVED};/?:@&=+$,]|{ESCAPED})"
-ABSOLUTE_URI = rf"{NOT_SIP_OR_TEL}{SCHEME}:{URIC}+"
-absolute_uri_re = re.compile(rf"{NOT_SIP_OR_TEL}(?P<scheme>{SCHEME}):(?P<rest>{URIC}+)")
+URIC = runs(UNRESERVED + ";/?:@&=+$,")
+ABSOLUTE_URI = rf"{NOT_SIP_OR_TEL}{SCHEME}:{URIC}"
+absolute_uri_re = re.compile(rf"{NOT_SIP_OR_TEL}(?P<scheme>{SCHEME}):(?P<rest>{URIC})")
 
 # addr-spec      =  SIP-URI / SIPS-URI / absoluteURI
 ADDR_SPEC = rf"(?:{SIP_URI}|{TEL_URI}|{ABSOLUTE_URI})"
@@ -180,12 +187,12 @@ ADDR_SPEC = rf"(?:{SIP_URI}|{TEL_URI}|{ABSOLUTE_URI})"
 # The same URIs written without angle brackets: RFC 3261 §20 -- "If the URI contains a comma,
 # question mark or semicolon, the URI MUST be enclosed in angle brackets", so a bare addr-spec
 # has no parameters, no headers and none of those characters in its user part.
-BARE_USER = rf"(?:[{UNRESERVED}&=+$/]|{ESCAPED})+"
-BARE_PASSWORD = rf"(?:[{UNRESERVED}&=+$]|{ESCAPED})*"
+BARE_USER = runs(UNRESERVED + "&=+$/")
+BARE_PASSWORD = runs(UNRESERVED + "&=+$", optional=True)
 BARE_ADDR_SPEC = (
     rf"(?:{SIP_SCHEME}:(?:{BARE_USER}(?::{BARE_PASSWORD})?@)?{HOST}(?::{PORT})?"
     rf"|{TEL_SCHEME}:{TEL_NUMBER}"
-    rf"|{NOT_SIP_OR_TEL}{SCHEME}:(?:[{UNRESERVED}/:@&=+$]|{ESCAPED})+)"
+    rf"|{NOT_SIP_OR_TEL}{SCHEME}:{runs(UNRESERVED + '/:@&=+$')})"
 )
 
 # --- header field pieces (RFC 3261 §25.1) -------------------------------------------------------
@@ -204,11 +211,22 @@ GEN_VALUE = rf"(?:{TOKEN}|{IPV6REFERENCE}|{QUOTED_STRING})"
 GENERIC_PARAMS = rf"(?:{SWS};{SWS}{TOKEN}(?:{SWS}={SWS}{GEN_VALUE})?)*"
 COMMA = rf"{SWS},{SWS}"
 comma_re = re.compile(COMMA)
-sws_re = re.compile(SWS)
-# Extraction of parameters from text already validated by one of the whole-value patterns
-# below (so an unbracketed IPv6 address, legal only in Via received=, is accepted here).
-param_re = re.compile(
-    rf"{SWS};{SWS}({TOKEN})(?:{SWS}={SWS}({IPV6ADDRESS}(?![{TOKEN_CHARS}])|{GEN_VALUE}))?"
+
+# Faster extraction from values already validated by the whole-value patterns below: the
+# grammar has been checked, so separators alone delimit the parts.
+# (a parameter value is a quoted string or a run without white space, ";" or ",")
+param_extract_re = re.compile(
+    r'[ \t]*+;[ \t]*+([^ \t=;,]++)(?:[ \t]*+=[ \t]*+("(?:[^"\\]|\\.)*+"|[^ \t;,]++))?',
+    re.DOTALL,
+)
+via_extract_re = re.compile(
+    r"[ \t]*+([^ \t/]++)[ \t]*+/[ \t]*+([^ \t/]++)[ \t]*+/[ \t]*+([^ \t]++)[ \t]++"
+    r"(\[[^\]]*+\]|[^ \t:;,]++)(?:[ \t]*+:[ \t]*+([0-9]++))?"
+)
+name_addr_extract_re = re.compile(
+    r'[ \t]*+(?:(?:("(?:[^"\\]|\\.)*+")|([^<>",;:@ \t]++(?:[ \t]++[^<>",;:@ \t]++)*+))?'
+    r"[ \t]*+<([^>]*+)>|([^ \t;,]++))",
+    re.DOTALL,
 )
 
 # Via               =  ( "Via" / "v" ) HCOLON via-parm *(COMMA via-parm)
@@ -224,15 +242,9 @@ param_re = re.compile(
 # COLON   =  SWS ":" SWS ; colon
 
 
-def _sent_protocol_and_by(group: str) -> str:
-    """sent-protocol LWS sent-by, with ``group`` opening each of its five parts."""
-    return (
-        rf"{SWS}{group}{TOKEN}){SWS}/{SWS}{group}{TOKEN}){SWS}/{SWS}{group}{TOKEN}){LWS}"
-        rf"{group}{HOST})(?:{SWS}:{SWS}{group}{PORT}))?"
-    )
-
-
-via_parm_re = re.compile(_sent_protocol_and_by("("))
+SENT_PROTOCOL_AND_BY = (
+    rf"{SWS}{TOKEN}{SWS}/{SWS}{TOKEN}{SWS}/{SWS}{TOKEN}{LWS}{HOST}(?:{SWS}:{SWS}{PORT})?"
+)
 
 # via-params    =  via-ttl / via-maddr
 #                  / via-received / via-branch
@@ -249,15 +261,16 @@ _NOT_TOKEN_CHAR = rf"(?![{TOKEN_CHARS}])"
 _EQ = rf"{SWS}={SWS}"
 VIA_PARAM = (
     rf"{SWS};{SWS}(?:"
-    rf"(?i:ttl){_EQ}(?:25[0-5]|2[0-4][0-9]|[01]?[0-9]?[0-9]){_NOT_TOKEN_CHAR}"
-    rf"|(?i:maddr){_EQ}{HOST}{_NOT_TOKEN_CHAR}"
-    rf"|(?i:received){_EQ}(?:{IPV4ADDRESS}|{IPV6ADDRESS}|{IPV6REFERENCE}){_NOT_TOKEN_CHAR}"
-    rf"|(?i:branch){_EQ}{TOKEN}"
+    # (the most frequent first)
+    rf"(?i:branch){_EQ}{TOKEN}"
     rf"|(?i:rport)(?:{_EQ}{PORT})?{_NOT_TOKEN_CHAR}"
+    rf"|(?i:received){_EQ}(?:{IPV4ADDRESS}|{IPV6ADDRESS}|{IPV6REFERENCE}){_NOT_TOKEN_CHAR}"
+    rf"|(?i:maddr){_EQ}{HOST}{_NOT_TOKEN_CHAR}"
+    rf"|(?i:ttl){_EQ}(?:25[0-5]|2[0-4][0-9]|[01]?[0-9]?[0-9]){_NOT_TOKEN_CHAR}"
     rf"|(?!(?i:ttl|maddr|received|branch|rport){_NOT_TOKEN_CHAR}){TOKEN}(?:{_EQ}{GEN_VALUE})?"
     rf")"
 )
-VIA_PARM = rf"{_sent_protocol_and_by('(?:')}(?:{VIA_PARAM})*"
+VIA_PARM = rf"{SENT_PROTOCOL_AND_BY}(?:{VIA_PARAM})*"
 via_value_re = re.compile(rf"{VIA_PARM}(?:{COMMA}{VIA_PARM})*{SWS}")
 
 # name-addr      =  [ display-name ] LAQUOT addr-spec RAQUOT
@@ -275,11 +288,6 @@ NAME_ADDR_ITEM = (
 )
 name_addr_value_re = re.compile(rf"{NAME_ADDR_ITEM}{SWS}")
 name_addr_list_re = re.compile(rf"{NAME_ADDR_ITEM}(?:{COMMA}{NAME_ADDR_ITEM})*{SWS}")
-# The same, with groups: quoted display name, token display name, bracketed URI, bare URI.
-name_addr_item_re = re.compile(
-    rf"{SWS}(?:(?:({QUOTED_STRING})|({DISPLAY_TOKENS}))?{SWS}<([^<>\s]*)>|([^\s;,<>\"]+))"
-)
-
 # c-p-q    =  "q" EQUAL qvalue
 # qvalue   =  ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
 # c-p-expires  =  "expires" EQUAL delta-seconds
@@ -369,7 +377,7 @@ status_code_re = re.compile(r"[1-6][0-9]{2}")
 
 # A header line whose control characters all sit in quoted-pairs inside quoted strings (the
 # only place RFC 3261 allows them: quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)).
-line_with_quoted_controls_re = re.compile(rf'(?:[^"\x00-\x08\x0a-\x1f\x7f]|{QUOTED_STRING})*')
+line_with_quoted_controls_re = re.compile(rf'(?:[^"\x00-\x08\x0a-\x1f\x7f]++|{QUOTED_STRING})*+')
 
 # Content-Length, found in raw bytes by the stream framer before the head is parsed.
 stream_content_length_re = re.compile(

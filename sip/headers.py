@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from . import _abnf
 from .errors import LocalProtocolError, ParseError
-from .uri import URI, Params, SipURI, format_params, param_lookup, parse_uri, with_param
+from .uri import URI, Params, format_params, param_lookup, parse_uri, with_param
 
 __all__ = [
     "COMPACT_FORMS",
@@ -357,7 +357,7 @@ _QUOTE_RE = re.compile(r'["\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
 def _params_at(value: str, pos: int) -> tuple[Params, int]:
     """Parameters starting at ``pos`` of a validated value; returns them and where they end."""
     params: list[tuple[str, str | None]] = []
-    match = _abnf.param_re.match
+    match = _abnf.param_extract_re.match
     while True:
         m = match(value, pos)
         if m is None:
@@ -419,6 +419,8 @@ class Via:
             if key.lower() == lname:
                 if value is None or value == "":
                     return True
+                if not (value.isascii() and value.isdigit()):
+                    raise ParseError("malformed Via rport parameter")
                 return int(value)
         return None
 
@@ -441,7 +443,7 @@ def parse_via(value: str, *, validated: bool = False) -> list[Via]:
         raise ParseError("malformed Via header")
     vias: list[Via] = []
     pos = 0
-    match = _abnf.via_parm_re.match
+    match = _abnf.via_extract_re.match
     while True:
         m = match(value, pos)
         assert m is not None  # validated above
@@ -495,10 +497,10 @@ class NameAddr:
 
 def _name_addr_at(value: str, pos: int) -> tuple[NameAddr, int]:
     """One name-addr / addr-spec with its parameters, from a validated value."""
-    m = _abnf.name_addr_item_re.match(value, pos)
+    m = _abnf.name_addr_extract_re.match(value, pos)
     assert m is not None  # validated by the caller
     quoted, tokens, bracketed, bare = m.groups()
-    display = unquote(quoted) if quoted is not None else tokens
+    display = unquote(quoted) if quoted is not None else (tokens or None)
     uri = parse_uri(bracketed if bracketed is not None else bare, validated=True)
     params, end = _params_at(value, m.end())
     return NameAddr(display, uri, params), end
@@ -573,10 +575,15 @@ def parse_cseq(value: str) -> CSeq:
     m = _abnf.cseq_re.fullmatch(value)
     if m is None:
         raise ParseError("malformed CSeq header")
-    digits = m.group(1).lstrip("0") or "0"
-    if len(digits) > 10 or int(digits) > _MAX_CSEQ:
+    digits, method = m.groups()
+    if len(digits) > 10:
+        digits = digits.lstrip("0")
+        if len(digits) > 10:
+            raise ParseError("CSeq number out of range")
+    seq = int(digits or "0")
+    if seq > _MAX_CSEQ:
         raise ParseError("CSeq number out of range")
-    return CSeq(int(digits), m.group(2))
+    return CSeq(seq, method)
 
 
 # --- authentication ----------------------------------------------------------------------------
@@ -608,8 +615,3 @@ def parse_auth_params(value: str) -> tuple[str, dict[str, str]]:
         comma = _abnf.comma_re.match(value, pos)
         assert comma is not None
         pos = comma.end()
-
-
-def is_sip_uri(uri: URI) -> bool:
-    """Whether ``uri`` is a ``sip:``/``sips:`` URI."""
-    return isinstance(uri, SipURI)

@@ -150,7 +150,7 @@ class ParserLimits:
     max_message_bytes: int = 65535
     #: Most header fields (after unfolding) in one message.
     max_headers: int = 256
-    #: Longest physical line of the head, in characters.
+    #: Longest physical line of the head, in octets.
     max_line_bytes: int = 8192
 
 
@@ -182,7 +182,7 @@ def _name_addrs(headers: Headers, key: str, what: str) -> list[NameAddr]:
     validated = headers.validated
     out: list[NameAddr] = []
     for value in headers.get_raw_values(key):
-        if key == "contact" and value == "*":
+        if key == "contact" and value.strip(" \t") == "*":
             continue
         out.extend(parse_name_addr_list(value, what, validated=validated))
     return out
@@ -453,7 +453,8 @@ _DISPLAY_NAMES = {
     "warning": "Warning",
 }
 
-#: Headers that may appear once only (RFC 3261 §7.3.1: only list-valued headers may repeat).
+#: Headers that may appear once only (RFC 3261 §7.3.1: only list-valued headers may repeat);
+#: each has an entry in ``_VALIDATORS``.
 _SINGLE = frozenset(
     {"to", "from", "call-id", "cseq", "max-forwards", "content-length", "content-type"}
 )
@@ -465,21 +466,25 @@ _REQUIRED = frozenset({"to", "from", "call-id", "cseq"})
 _parsed_names: dict[str, tuple[str, str]] = {}
 _PARSED_NAME_CACHE_MAX = 512
 
-# header-name HCOLON header-value CRLF, after unfolding; the value without surrounding LWS.
-_HEADER_LINE_RE = re.compile(r"([^:\r\n]*):[ \t]*+([^\r\n]*?)[ \t]*\r\n")
 # a line folded onto the next: "CRLF 1*WSP" and the white space before it become one SP
 _FOLD_RE = re.compile(r"[ \t]*\r\n[ \t]+")
 
-_line_too_long: dict[int, re.Pattern[str]] = {}
+_line_too_long: dict[int, re.Pattern[bytes]] = {}
 
 
-def _long_line_re(limit: int) -> re.Pattern[str]:
+def _long_line_re(limit: int) -> re.Pattern[bytes]:
+    """A pattern that finds a line longer than ``limit`` octets."""
     pattern = _line_too_long.get(limit)
     if pattern is None:
-        pattern = re.compile(f"[^\\r\\n]{{{limit + 1}}}")
+        pattern = re.compile(b"[^\\r\\n]{%d}" % (limit + 1))
         if len(_line_too_long) < 16:
             _line_too_long[limit] = pattern
     return pattern
+
+
+#: Every octet but the control characters a header may not carry raw (HTAB, CR and LF are
+#: handled elsewhere): ``raw.translate(None, _NOT_CONTROL)`` keeps only the forbidden ones.
+_NOT_CONTROL = bytes(b for b in range(256) if not (b < 0x20 or b == 0x7F) or b in (9, 10, 13))
 
 
 def _check_quoted_controls(head: str) -> None:
@@ -494,14 +499,6 @@ def _check_quoted_controls(head: str) -> None:
 
 def _parse_head(head: str, limits: ParserLimits) -> tuple[Request | Response, int | None]:
     """Parse the start line and header fields; returns the message and its Content-Length."""
-    crlf_count = head.count("\r\n")
-    if head.count("\r") != crlf_count or head.count("\n") != crlf_count:
-        raise ParseError("bare CR or LF in the message head")
-    if _abnf.forbidden_head_char_re.search(head) is not None:
-        _check_quoted_controls(head)
-    if _long_line_re(limits.max_line_bytes).search(head) is not None:
-        raise ParseError("header line too long")
-
     # The start line first, so that an unsupported version is answered with 505.
     start, _, block = head.partition("\r\n")
     is_response = start[:4].upper() == "SIP/"
@@ -511,51 +508,45 @@ def _parse_head(head: str, limits: ParserLimits) -> tuple[Request | Response, in
         method, uri, version = _parse_request_line(start)
 
     fields: list[tuple[str, str, str]] = []
+    append = fields.append
+    # value of each checked header; only those may be single-valued or required
+    found: dict[str, str] = {}
     if block:
         if block[0] in " \t":
             raise ParseError("continuation line before the first header")
         if "\r\n " in block or "\r\n\t" in block:
             block = _FOLD_RE.sub(" ", block)
-        lines = _HEADER_LINE_RE.findall(block + "\r\n")
-        if len(lines) != block.count("\r\n") + 1:
-            raise ParseError("header line without a colon")
+        lines = block.split("\r\n")
         if len(lines) > limits.max_headers:
             raise ParseError("too many header fields")
-        append = fields.append
         name_cache = _parsed_names
-        for written, value in lines:
+        validators = _VALIDATORS
+        for line in lines:
+            written, colon, value = line.partition(":")
+            if not colon:
+                raise ParseError("header line without a colon")
             known = name_cache.get(written)
             if known is None:
                 known = _check_name(written)
                 if len(name_cache) < _PARSED_NAME_CACHE_MAX:
                     name_cache[written] = known
-            append((known[0], known[1], value))
-
-    seen: set[str] = set()
-    has_via = False
-    cseq_value = ""
-    length_value: str | None = None
-    validators = _VALIDATORS
-    single = _SINGLE
-    for _, key, value in fields:
-        check = validators.get(key)
-        if check is not None and check(value) is None:
-            raise ParseError(f"malformed {_DISPLAY_NAMES[key]} header")
-        if key in single:
-            if key in seen:
-                raise ParseError(f"more than one {_DISPLAY_NAMES[key]} header")
-            seen.add(key)
-            if key == "cseq":
-                cseq_value = value
-            elif key == "content-length":
-                length_value = value
-        elif key == "via":
-            has_via = True
-    if not has_via:
+            key = known[1]
+            value = value.strip(" \t")
+            append((known[0], key, value))
+            check = validators.get(key)
+            if check is not None:
+                if check(value) is None:
+                    raise ParseError(f"malformed {_DISPLAY_NAMES[key]} header")
+                if key in found and key in _SINGLE:
+                    raise ParseError(f"more than one {_DISPLAY_NAMES[key]} header")
+                found[key] = value
+    if "via" not in found:
         raise ParseError("missing Via header")
-    if not seen >= _REQUIRED:
-        missing = sorted(_DISPLAY_NAMES[key] for key in _REQUIRED - seen)
+    if not found.keys() >= _REQUIRED:
+        missing = sorted(_DISPLAY_NAMES[key] for key in _REQUIRED - found.keys())
         raise ParseError(f"missing {', '.join(missing)} header")
+    cseq_value = found["cseq"]
+    length_value = found.get("content-length")
 
     headers = Headers._trusted(fields, validated=True)
     cseq = parse_cseq(cseq_value)
@@ -589,14 +580,24 @@ def _check_version(version: str) -> None:
         raise ParseError("malformed SIP version")
 
 
+#: Methods known to be tokens without asking the grammar.
+_COMMON_METHODS = frozenset(
+    {
+        "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO",
+        "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH",
+    }
+)  # fmt: skip
+
+
 def _parse_request_line(line: str) -> tuple[str, URI, str]:
     parts = line.split(" ")
     if len(parts) != 3 or not all(parts):
         raise ParseError("malformed Request-Line")
     method, uri_text, version = parts
-    if _abnf.method_re.fullmatch(method) is None:
+    if method not in _COMMON_METHODS and _abnf.method_re.fullmatch(method) is None:
         raise ParseError("malformed method")
-    _check_version(version)
+    if version != SIP_VERSION:
+        _check_version(version)
     try:
         uri = parse_uri(uri_text)
     except ParseError:
@@ -634,10 +635,18 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
     end = data.find(b"\r\n\r\n", start)
     if end < 0:
         raise ParseError("no empty line after the header fields")
+    raw = data[start:end]
+    if len(raw) > limits.max_line_bytes and _long_line_re(limits.max_line_bytes).search(raw):
+        raise ParseError("header line too long")
+    crlf_count = raw.count(b"\r\n")
+    if raw.count(b"\r") != crlf_count or raw.count(b"\n") != crlf_count:
+        raise ParseError("bare CR or LF in the message head")
     try:
-        head = data[start:end].decode("utf-8")
+        head = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ParseError("message head is not UTF-8") from None
+    if raw.translate(None, _NOT_CONTROL):
+        _check_quoted_controls(head)
     message, content_length = _parse_head(head, limits)
     body_start = end + 4
     if content_length is None:

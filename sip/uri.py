@@ -32,7 +32,7 @@ Params = tuple[tuple[str, str | None], ...]
 
 def param_lookup(params: Params, name: str) -> str | None:
     """Value of the first parameter called ``name`` (case-insensitive); ``None`` when absent or
-    written without a value (use :func:`has_param` semantics via ``any`` to tell those apart)."""
+    written without a value (``has_param`` tells those apart)."""
     lname = name.lower()
     for key, value in params:
         if key.lower() == lname:
@@ -76,7 +76,8 @@ def format_params(params: Params) -> str:
 def _split_uri_params(text: str) -> Params:
     if not text:
         return ()
-    return tuple((m.group(1), m.group(2)) for m in _abnf.uri_parameter_re.finditer(text))
+    # findall gives "" for a missing value; a present value is never empty (pvalue = 1*paramchar)
+    return tuple([(name, value or None) for name, value in _abnf.uri_parameter_re.findall(text)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,9 +183,7 @@ def _parse_sip_uri(text: str, validated: bool) -> SipURI:
     m = (_abnf.sip_uri_extract_re.match if validated else _abnf.sip_uri_re.fullmatch)(text)
     if m is None:
         raise ParseError("malformed SIP URI")
-    scheme, user, password, host, port_text, params_text, headers_text = m.group(
-        "scheme", "user", "password", "host", "port", "params", "headers"
-    )
+    scheme, user, password, host, port_text, params_text, headers_text = m.groups()
     # the grammar limits the port to 0-65535 but allows leading zeros
     port = int(port_text.lstrip("0") or "0") if port_text is not None else None
     headers: tuple[tuple[str, str], ...] = ()

@@ -577,6 +577,18 @@ def test_backtracking_prone_values_are_refused(name: bytes, value: bytes) -> Non
         parse_message(data)
 
 
+def test_long_runs_of_white_space_are_accepted_and_read() -> None:
+    # Valid, and the typed accessors must read it without backtracking.
+    spaces = b" \t" * 1300
+    data = _options().replace(
+        b"From: <sip:b@example.com>;tag=1",
+        b"From: a" + spaces + b"b" + spaces + b"<sip:b@example.com>" + spaces + b";tag=1",
+    )
+    message = parse_message(data)
+    assert message.from_.tag == "1"
+    assert message.from_.display_name == "a" + " \t" * 1300 + "b"
+
+
 # --- StreamParser ---------------------------------------------------------------------------
 
 
