@@ -94,6 +94,15 @@ def build_app(
     app.cleanup_ctx.append(embedded_postgres_ctx)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(routing_ctx)
+    # --- pipeline (issue 7): SIP endpoint + call layer, then the pipeline; GET /v1/leads ---
+    from dialer.api import pipeline as pipeline_api
+    from dialer.pipeline import calls_ctx, pipeline_ctx
+
+    if pipeline_api not in route_modules:
+        app.router.add_routes(pipeline_api.routes)
+    app.cleanup_ctx.append(calls_ctx)
+    app.cleanup_ctx.append(pipeline_ctx)
+    # --- end pipeline ---
     return app
 
 

@@ -10,16 +10,13 @@ use, database unreachable ...), 2 usage or configuration error. Errors are one l
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import errno
-import json
 import socket
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 
@@ -127,32 +124,6 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- demo
 
-_DEMO_LEADS: Final[tuple[dict[str, Any], ...]] = (
-    {
-        "phone": "(415) 555-2671",
-        "name": "Ada Lovelace",
-        "email": "ada@Analytical.example",
-        "company": "Analytical Engines",
-        "source": "website",
-        "intent": "high",
-        "fields": {"form": "pricing", "seats": 25},
-    },
-    {
-        "phone": "+44 20 7183 8750",
-        "name": "Charles Babbage",
-        "company": "Difference Ltd",
-        "source": "partner",
-        "intent": "medium",
-    },
-    {
-        "phone": "+1 212 555 0199",
-        "name": "Grace Hopper",
-        "source": "webinar",
-        "intent": "low",
-        "submitted_at": "2099-01-01T00:00:00Z",
-    },
-)
-
 
 def _port_free(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -165,82 +136,6 @@ def _port_free(host: str, port: int) -> bool:
                 return False
             raise
     return True
-
-
-def _format_event(event: dict[str, Any]) -> str:
-    at = str(event["at"]).replace("T", " ")
-    data = event.get("data") or {}
-    details = " ".join(f"{key}={json.dumps(value)}" for key, value in data.items())
-    return f"    #{event['seq']:<3} {at:<28} {event['kind']:<12} {details}".rstrip()
-
-
-async def _post_samples(base_url: str, run_tag: str) -> None:
-    import aiohttp
-
-    timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(base_url, timeout=timeout) as http:
-        lead_ids: list[str] = []
-        for index, sample in enumerate(_DEMO_LEADS):
-            body = {**sample, "external_id": f"demo-{run_tag}-{index + 1}"}
-            async with http.post("/v1/leads", json=body) as response:
-                reply = await response.json()
-            lead_ids.append(reply["id"])
-            _out(
-                f"POST /v1/leads  {sample['name']:<16} {sample['phone']:<18} "
-                f"-> {response.status} {reply['id']} ({reply['phone']})"
-            )
-
-        duplicate = {**_DEMO_LEADS[0], "external_id": f"demo-{run_tag}-1"}
-        async with http.post("/v1/leads", json=duplicate) as response:
-            reply = await response.json()
-        _out(
-            f"POST /v1/leads  same external_id again              "
-            f"-> {response.status} {reply['id']} (duplicate: the first lead)"
-        )
-        async with http.post("/v1/leads", json={"phone": "12345", "intent": "urgent"}) as response:
-            reply = await response.json()
-        error = reply["error"]
-        _out(
-            f"POST /v1/leads  phone 12345                          "
-            f"-> {response.status} {error['code']} field={error['field']}: {error['message']}"
-        )
-
-        for lead_id in lead_ids:
-            async with http.get(f"/v1/leads/{lead_id}") as response:
-                lead = await response.json()
-            sla = lead["sla"]
-            _out()
-            _out(f"  lead {lead['id']}  {lead['name']}  {lead['phone']}  status={lead['status']}")
-            _out(
-                f"    received_at={lead['received_at']}  submitted_at={lead['submitted_at']}  "
-                f"sla={sla['status']} (due {sla['due_at']})"
-            )
-            for event in lead["timeline"]:
-                _out(_format_event(event))
-
-
-async def _demo(config: Config, *, exit_after_posting: bool) -> None:
-    from dialer.app import Daemon, serve
-
-    stop_event = asyncio.Event()
-
-    async def on_ready(daemon: Daemon) -> None:
-        _out(f"dialer demo: daemon listening on {daemon.url}")
-        _out(f"             embedded PostgreSQL in {config.database.data_dir}")
-        _out()
-        await _post_samples(daemon.url, time.strftime("%Y%m%d%H%M%S"))
-        _out()
-        if exit_after_posting:
-            stop_event.set()
-            return
-        _out(
-            f"Try it:  curl -s -XPOST {daemon.url}/v1/leads -H 'Content-Type: application/json' \\"
-        )
-        _out('             -d \'{"phone": "+1 415 555 2671", "name": "You"}\'')
-        _out(f"         curl -s {daemon.url}/metrics | grep dialer_")
-        _out("Press Ctrl-C to stop.")
-
-    await serve(config, allow_anonymous=True, on_ready=on_ready, stop_event=stop_event)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -261,7 +156,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         log=LogConfig(level=args.log_level, format=config.log.format),
     )
     configure_logging(config.log)
-    run_async(_demo(config, exit_after_posting=args.exit_after_posting))
+    # --- pipeline (issue 7): the demo runs SIPp phones and the daemon (dialer.demo) ---
+    from dialer.demo import DemoOptions, run_demo
+    from dialer.sipp import SippError
+
+    options = DemoOptions(
+        exit_after_posting=args.exit_after_posting, exit_when_settled=args.exit_when_settled
+    )
+    try:
+        run_async(run_demo(config, options=options))
+    except SippError as exc:
+        _err(f"dialer demo: {_one_line(exc)}")
+        return EXIT_START_FAILED
+    # --- end pipeline ---
     return EXIT_OK
 
 
@@ -295,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--exit-after-posting",
         action="store_true",
         help="stop after printing the timelines instead of running until Ctrl-C",
+    )
+    demo.add_argument(  # pipeline (issue 7)
+        "--exit-when-settled",
+        action="store_true",
+        help="follow the live timelines until every sample lead is settled, then stop",
     )
     demo.set_defaults(handler=_cmd_demo)
 

@@ -179,9 +179,14 @@ def write_config(
     database_url: str | None = None,
     tokens: tuple[str, ...] = (DEFAULT_TOKEN,),
     listen: str = "127.0.0.1:0",
+    sip_listen: str | None = "127.0.0.1:0",
     extra: str = "",
 ) -> Path:
-    """Write a daemon config (JSON logs, given database) to ``path``; returns ``path``."""
+    """Write a daemon config (JSON logs, given database) to ``path``; returns ``path``.
+
+    The SIP endpoint gets a free port unless ``sip_listen`` is None (then ``extra`` may hold
+    its own ``[sip]`` table), so several daemons can run side by side.
+    """
     lines = [
         "[api]",
         f"listen = {json.dumps(listen)}",
@@ -196,6 +201,8 @@ def write_config(
         'format = "json"',
         'level = "info"',
     ]
+    if sip_listen is not None:
+        lines += ["[sip]", f"listen = {json.dumps(sip_listen)}"]
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
 

@@ -21,6 +21,7 @@ def daemon_config(database_url: str, listen: str = "127.0.0.1:0") -> Config:
     return parse_config(
         {
             "api": {"listen": listen, "allow_anonymous": True},
+            "sip": {"listen": "127.0.0.1:0"},
             "database": {"url": database_url, "pool_max": 2},
             "daemon": {"drain_timeout_s": 5},
         },
