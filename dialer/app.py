@@ -32,6 +32,7 @@ from dialer.store import Store
 from dialer.store.embedded import EmbeddedPostgres
 from dialer.store.migrate import apply_migrations
 from dialer.store.pool import create_pool
+from dialer.systemd import notify_ready, notify_stopping
 
 __all__ = [
     "Daemon",
@@ -94,16 +95,47 @@ def build_app(
     app.cleanup_ctx.append(embedded_postgres_ctx)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(routing_ctx)
-    # --- pipeline (issue 7): SIP endpoint + call layer, then the pipeline; GET /v1/leads ---
+    # Local imports: these modules import dialer.api (and dialer.app's keys) themselves.
     from dialer.api import pipeline as pipeline_api
-    from dialer.pipeline import calls_ctx, pipeline_ctx
+    from dialer.api import reports as reports_api
+    from dialer.notify.outbox import notify_ctx
+    from dialer.notify.pipeline_hook import notify_step_hook
+    from dialer.pipeline import STEP_HOOK_KEY, calls_ctx, pipeline_ctx
+    from dialer.sla_runtime import sla_ctx
+    from dialer.systemd import systemd_ctx
+    from dialer.web import pages as web_pages
+    from dialer.web import web_ctx
 
-    if pipeline_api not in route_modules:
-        app.router.add_routes(pipeline_api.routes)
+    for module in (pipeline_api, reports_api, web_pages):
+        if module not in route_modules:
+            app.router.add_routes(module.routes)
+    step_hook = notify_step_hook(config.notify)
+    if step_hook is not None:
+        app[STEP_HOOK_KEY] = step_hook
+    # Start order (stop order is the reverse): the outbox worker and the live pages' hub
+    # exist before any call; the SIP endpoint before the pipeline that uses it; the SLA
+    # timers after the pipeline they hand breached leads to; READY to systemd last.
+    app.cleanup_ctx.append(notify_ctx)
+    app.cleanup_ctx.append(web_ctx)
     app.cleanup_ctx.append(calls_ctx)
+    app.cleanup_ctx.append(live_calls_ctx)
     app.cleanup_ctx.append(pipeline_ctx)
-    # --- end pipeline ---
+    app.cleanup_ctx.append(sla_ctx)
+    app.cleanup_ctx.append(systemd_ctx)
     return app
+
+
+async def live_calls_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start-up context (after the call layer, before the pipeline): the pipeline starts its
+    calls through :class:`dialer.web.LiveCalls`, so every call event also reaches the live
+    console and dashboard."""
+    from dialer.calls.controller import Call, CallController
+    from dialer.pipeline import CALL_CONTROLLER_KEY, CALL_STARTER_KEY
+    from dialer.web import LiveCalls
+
+    controller: CallController = app[CALL_CONTROLLER_KEY]
+    app[CALL_STARTER_KEY] = LiveCalls[Call](app, controller)
+    yield
 
 
 class Daemon:
@@ -152,6 +184,8 @@ class Daemon:
         shown_host = f"[{host}]" if ":" in host else host
         self._url = f"http://{shown_host}:{port}"
         _log.info("listening", url=self._url)
+        # systemd_ctx already said READY from inside start-up; HTTP is only bound now.
+        notify_ready(f"listening on {self._url}")
 
     def _bound_address(self, host: str, port: int) -> tuple[str, int]:
         for address in self._runner.addresses:
@@ -162,6 +196,7 @@ class Daemon:
     async def stop(self) -> None:
         """Stop accepting, finish in-flight requests, then unwind every context."""
         _log.info("stopping")
+        notify_stopping()
         await self._runner.cleanup()
         _log.info("stopped")
 

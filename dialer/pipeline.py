@@ -88,7 +88,9 @@ from dialer.store.pipeline import (
     StepHook,
 )
 from dialer.store.routing import RepRecord, RoundRobinTurn, RoutingStore
-from sip import SipConfig
+from dialer.store.sla import REROUTE_REASON as SLA_REROUTE_REASON
+from sip import RingbackRegion, SipConfig, load_prompt
+from sip.aio.rtp import RtpEngineConfig
 
 __all__ = [
     "CALL_CONTROLLER_KEY",
@@ -111,7 +113,9 @@ _log = get_logger("dialer.pipeline")
 LISTEN_CHANNEL: Final = "dialer_pipeline"
 
 #: Rep leg results that count as "the rep was not there" towards ``max_missed``.
-_MISSES: Final = frozenset({LegResult.NO_ANSWER, LegResult.REJECTED, LegResult.UNREACHABLE})
+_MISSES: Final = frozenset(
+    {LegResult.NO_ANSWER, LegResult.REJECTED, LegResult.UNREACHABLE, LegResult.VOICEMAIL}
+)
 
 #: Rep leg results that do not make a rep "tried" for ``[retry] exclude_tried``.
 _NOT_TRIED: Final = frozenset({LegResult.CANCELLED, LegResult.ANSWERED_LATE})
@@ -123,7 +127,7 @@ _ROUTABLE: Final = (LeadStatus.ROUTING, LeadStatus.RINGING_REPS, LeadStatus.WAIT
 
 #: Why a lead was re-routed or is waiting when its reps did not take it.
 _NO_ANSWER_REASONS: Final = frozenset(
-    {CallResult.REPS_NO_ANSWER.value, CallResult.BRIDGE_FAILED.value}
+    {CallResult.REPS_NO_ANSWER.value, CallResult.BRIDGE_FAILED.value, SLA_REROUTE_REASON}
 )
 
 #: Database trouble a loop survives (logged; the next tick tries again).
@@ -1006,13 +1010,23 @@ async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start-up context: bind the SIP endpoint on ``[sip] listen`` with the configured trunks
     (publishes :data:`CALL_CONTROLLER_KEY`); on shutdown end every call and close it."""
     config = app[CONFIG_KEY]
+    media = config.media
     controller = CallController(
         trunks=config.trunks,
         sip_config=sip_config_for(config),
         settings=ControllerSettings(
             bridge=BridgeSettings(),
             shutdown_timeout_s=min(5.0, config.daemon.drain_timeout_s),
+            rtp=RtpEngineConfig(
+                host=media.rtp_host,
+                advertised_host=config.sip.advertised_host,
+                ports=media.rtp_ports,
+            ),
+            # Loaded now when anything may ask for press-1: a broken prompt stops start-up.
+            accept_prompt=load_prompt(media.prompt) if _uses_press1(config) else None,
+            ringback_region=RingbackRegion(media.ringback),
         ),
+        advertised_host=config.sip.advertised_host,
     )
     host, port = await controller.start(config.sip.host, config.sip.port)
     _log.info("sip listening", host=host, port=port, transport=config.sip.transport)
@@ -1021,6 +1035,13 @@ async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await controller.close()
+
+
+def _uses_press1(config: Config) -> bool:
+    rules = (*config.routing.rules, config.routing.fallback)
+    return config.ringing.accept == "press1" or any(
+        rule is not None and rule.accept == "press1" for rule in rules
+    )
 
 
 async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -94,7 +94,7 @@ __all__ = [
 _log = get_logger("dialer.sla")
 
 #: Rep leg results that mean "the rep had the lead and did not take it".
-_MISSES: Final = frozenset({"no_answer", "rejected", "unreachable", "busy"})
+_MISSES: Final = frozenset({"no_answer", "rejected", "unreachable", "busy", "voicemail"})
 #: Prospect leg results (or lead status reasons) that mean the prospect could not be reached.
 _PROSPECT_FAILURES: Final = frozenset(
     {"prospect_failed", "prospect_busy", "prospect_no_answer", "trunk_busy", "trunk_auth_failed"}

@@ -24,6 +24,7 @@ from sip.auth import (
 )
 from sip.config import DEFAULT_ALLOW, SipConfig
 from sip.dialog import Dialog, DialogId, DialogState
+from sip.dtmf import DtmfDigit
 from sip.errors import LocalProtocolError, ParseError, RemoteProtocolError, SipError
 from sip.events import (
     AckReceived,
@@ -63,6 +64,8 @@ from sip.message import (
     parse_message,
     reason_phrase,
 )
+from sip.prompt import Prompt, PromptError, RingbackRegion, load_prompt, ringback
+from sip.rtp import MediaNegotiationError
 from sip.sdp import Attribute as SdpAttribute
 from sip.sdp import (
     Connection,
@@ -107,6 +110,7 @@ __all__ = [
     "DigestChallenge",
     "DigestResponse",
     "Direction",
+    "DtmfDigit",
     "Event",
     "Headers",
     "IdGenerator",
@@ -114,17 +118,21 @@ __all__ = [
     "InfoReceived",
     "LocalProtocolError",
     "MediaDescription",
+    "MediaNegotiationError",
     "Message",
     "NameAddr",
     "Origin",
     "ParseError",
     "ParserLimits",
+    "Prompt",
+    "PromptError",
     "ReInviteCompleted",
     "ReInviteReceived",
     "RemoteProtocolError",
     "Request",
     "RequestCompleted",
     "Response",
+    "RingbackRegion",
     "SdpAttribute",
     "SequentialIds",
     "ServerTransaction",
@@ -142,6 +150,7 @@ __all__ = [
     "build_authorization",
     "choose_challenge",
     "choose_challenges",
+    "load_prompt",
     "make_hold",
     "make_inactive",
     "make_inactive_offer",
@@ -154,6 +163,7 @@ __all__ = [
     "parse_uri",
     "parse_via",
     "reason_phrase",
+    "ringback",
     "split_header_values",
     "uri_address",
     "verify_authorization",

@@ -163,5 +163,7 @@ async def get_lead(request: web.Request) -> web.Response:
     events = await store.list_events(lead.id)
     body = lead_json(lead)
     body["timeline"] = timeline_json(events)
-    body["sla"] = sla_json(lead, events, request.app[CONFIG_KEY].sla, datetime.now(UTC))
+    from dialer.api.pipeline import lead_sla_json  # local: dialer.api.pipeline imports this
+
+    body["sla"] = await lead_sla_json(request.app, lead, now=datetime.now(UTC))
     return web.json_response(body)

@@ -93,25 +93,28 @@ from sip import (
     CallRejected,
     CallTerminated,
     Credentials,
+    DtmfDigit,
     Event,
     IdGenerator,
     IncomingCall,
     InfoReceived,
     LocalProtocolError,
+    MediaNegotiationError,
     ParseError,
+    Prompt,
     ReInviteCompleted,
     ReInviteReceived,
     RequestCompleted,
+    RingbackRegion,
     SipConfig,
     TerminationCause,
+    load_prompt,
     parse_uri,
+    ringback,
     uri_address,
 )
 from sip.aio import SipEndpoint
 from sip.aio.rtp import RtpEngine, RtpEngineConfig, RtpPortsExhaustedError, RtpStream
-from sip.dtmf import DtmfDigit
-from sip.prompt import Prompt, RingbackRegion, load_prompt, ringback
-from sip.rtp import MediaNegotiationError
 
 __all__ = [
     "DEFAULT_RTP_PORTS",

@@ -306,6 +306,7 @@ class Router:
         self._team_ids = config.team_ids
         self._caller_id = config.trunks[0].caller_id if config.trunks else ""
         self._wave_size = config.ringing.wave_size
+        self._accept_timeout_s = config.ringing.accept_timeout_s
         self._compliance = CompliancePolicy(config.compliance)
         self._sla = config.sla
         owners: dict[str, int] = {}
@@ -522,6 +523,8 @@ class Router:
                 mode=ring_route.mode,
                 wave_size=self._wave_size,
                 ring_timeout_s=ring_route.ring_timeout_s,
+                accept=ring_route.accept,
+                accept_timeout_s=self._accept_timeout_s,
                 prospect_number=facts.phone,
                 caller_id=self._caller_id,
                 lead=facts.lead_context(),
