@@ -10,8 +10,21 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+
+
+def utc_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds and ``Z`` — the one timestamp format of the API, the
+    pages and the webhooks (always with a fraction, so clients can parse one format)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: timestamps must be timezone-aware")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def optional_utc_timestamp(moment: datetime | None) -> str | None:
+    """:func:`utc_timestamp`, or None for None."""
+    return utc_timestamp(moment) if moment is not None else None
 
 
 class Intent(enum.StrEnum):

@@ -18,11 +18,12 @@ before a lead has been routed it is the intent tier's window (:func:`default_due
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from dialer.config import SlaConfig
 from dialer.domain import Intent, SlaStatus
+from dialer.domain import optional_utc_timestamp as _iso
 
 __all__ = ["LeadSla", "default_due_at", "evaluate_sla", "sla_status", "time_to_call_ms"]
 
@@ -46,10 +47,6 @@ class LeadSla:
             "first_touch_at": _iso(self.first_touch_at),
             "time_to_call_ms": self.time_to_call_ms,
         }
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
 
 
 def default_due_at(clock_start: datetime, intent: Intent | None, sla: SlaConfig) -> datetime:

@@ -52,6 +52,7 @@ from aiohttp import web
 from dialer.api.keys import CONFIG_KEY, STORE_KEY
 from dialer.config import Config, RuleConfig
 from dialer.domain import LeadStatus
+from dialer.domain import utc_timestamp as _iso
 from dialer.logs import get_logger
 from dialer.notify import (
     BreachReason,
@@ -148,10 +149,6 @@ ESCALATION_SCHEMA: Final[Mapping[str, Any]] = {
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # --------------------------------------------------------------------------- pure decisions

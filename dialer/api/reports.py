@@ -2,7 +2,8 @@
 
 - ``GET /v1/reports/sla?from=&to=&group_by=rep|source|team|intent``: per group and in total,
   leads, dialled leads, ``met`` / ``breached`` / ``pending``, ``pct_met``, median and p90
-  time-to-call (ms), and breaches by reason.
+  time-to-call (ms), breaches by reason, and ``voicemail`` (press-1 rep legs a voicemail box
+  picked up; with ``group_by=rep`` counted for the rep of the leg).
 - ``GET /v1/reports/conversion-buckets?from=&to=``: leads and connected calls by time-to-call
   bucket (< 1 min, 1-5 min, 5-30 min, 30-60 min, > 1 h), plus the leads never dialled.
 
@@ -21,6 +22,7 @@ from aiohttp import web
 
 from dialer.api.errors import ApiError
 from dialer.api.keys import CONFIG_KEY, STORE_KEY
+from dialer.domain import utc_timestamp as _iso
 from dialer.store.reports import (
     ConversionBucket,
     GroupBy,
@@ -38,10 +40,6 @@ routes = web.RouteTableDef()
 MAX_RANGE: Final = timedelta(days=366)
 #: ``from`` when not given: this long before ``to``.
 DEFAULT_RANGE: Final = timedelta(days=7)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _moment(query: Any, name: str) -> datetime | None:
@@ -103,6 +101,7 @@ def sla_group_json(group: SlaGroup) -> dict[str, Any]:
         "median_time_to_call_ms": _ms(group.median_time_to_call_ms),
         "p90_time_to_call_ms": _ms(group.p90_time_to_call_ms),
         "breaches_by_reason": dict(group.breaches_by_reason),
+        "voicemail": group.voicemail,
     }
 
 

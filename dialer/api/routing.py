@@ -25,6 +25,7 @@ from dialer.api.errors import ApiError
 from dialer.api.keys import CONFIG_KEY, ROUTER_KEY, ROUTING_STORE_KEY, STORE_KEY
 from dialer.api.leads import read_json_body
 from dialer.domain import RepStatus
+from dialer.domain import optional_utc_timestamp as _iso
 from dialer.intake import normalize_phone
 from dialer.logs import get_logger
 from dialer.routing import InvalidLeadError, Router, facts_from_json, ruleset_document
@@ -36,10 +37,6 @@ routes = web.RouteTableDef()
 _log = get_logger("dialer.api.routing")
 
 _MAX_DNC_REASON = 500
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
 
 
 def rep_json(record: RepRecord) -> dict[str, Any]:

@@ -19,10 +19,10 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
-from dialer.domain import Lead, LeadStatus
+from dialer.domain import Lead, LeadStatus, utc_timestamp
 
 __all__ = [
     "API_VERSION",
@@ -38,6 +38,7 @@ __all__ = [
     "event_id_for",
     "isoformat",
     "lead_assigned",
+    "lead_disposition",
     "lead_failed",
     "lead_received",
     "lead_sla_at_risk",
@@ -70,6 +71,8 @@ class EventType(enum.StrEnum):
     LEAD_SLA_BREACHED = "lead.sla_breached"
     #: The lead reached a terminal failure status (no rep, no answer, blocked, ...).
     LEAD_FAILED = "lead.failed"
+    #: A rep saved the call's disposition (connected, voicemail, ...) in the console.
+    LEAD_DISPOSITION = "lead.disposition"
 
 
 #: Every event type, in lifecycle order.
@@ -117,9 +120,7 @@ def event_id_for(lead_id: str, seq: int) -> str:
 
 def isoformat(moment: datetime) -> str:
     """RFC 3339 UTC with milliseconds and ``Z``, as every payload timestamp is written."""
-    if moment.tzinfo is None:
-        raise ValueError("naive datetime: payload times must be timezone-aware")
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_timestamp(moment)
 
 
 def _opt_iso(moment: datetime | None) -> str | None:
@@ -315,3 +316,19 @@ def lead_failed(
         raise ValueError(f"lead.failed needs a terminal failure status; got {lead.status.value}")
     data = {"failure": {"status": lead.status.value, "reason": reason}}
     return _event(EventType.LEAD_FAILED, lead, at, data, event_id=event_id, lead_url=lead_url)
+
+
+def lead_disposition(
+    lead: Lead,
+    *,
+    rep: RepRef,
+    disposition: str,
+    notes: str,
+    at: datetime,
+    event_id: str | None = None,
+    lead_url: str | None = None,
+) -> LifecycleEvent:
+    """``lead.disposition``: ``rep`` recorded what came of the call (``disposition``, one of
+    the console's choices) with free-text ``notes`` at ``at``."""
+    data = {"rep": _rep_json(rep), "disposition": disposition, "notes": notes}
+    return _event(EventType.LEAD_DISPOSITION, lead, at, data, event_id=event_id, lead_url=lead_url)

@@ -16,6 +16,7 @@ from typing import Any, Final
 import asyncpg
 
 from dialer.domain import Intent, LeadStatus
+from dialer.domain import optional_utc_timestamp as _iso
 from dialer.store.migrate import AnyConnection
 
 __all__ = [
@@ -107,7 +108,7 @@ class RepActivity:
     median_ttc_ms: int | None
     #: Rep legs missed today (no answer, rejected, unreachable).
     missed_today: int
-    #: Calls the rep marked ``voicemail`` today.
+    #: Rep legs a voicemail box picked up today (press-1: ``rep_voicemail`` events).
     voicemail_today: int
 
 
@@ -120,10 +121,6 @@ class DailyTrend:
     median_ttc_ms: int | None
     #: Share of the day's leads called within their SLA (0-100), None without leads.
     within_sla_pct: float | None
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
 
 
 _TERMINAL: Final = [status.value for status in LeadStatus if status.is_terminal]
@@ -193,9 +190,11 @@ WITH today_calls AS (
       AND e.data->>'result' IN ('no_answer', 'rejected', 'unreachable')
     GROUP BY 1
 ), voicemail AS (
-    SELECT d.rep_id, count(*) AS n
-    FROM lead_dispositions d
-    WHERE d.disposition = 'voicemail' AND d.at >= $1 AND d.at < $2
+    -- Press-1 legs a voicemail box picked up: the same rep_voicemail events the SLA report
+    -- counts per rep (dialer.store.reports); their rep_leg_ended twins are not "missed".
+    SELECT e.data->>'rep_id' AS rep_id, count(*) AS n
+    FROM lead_events e
+    WHERE e.kind = 'rep_voicemail' AND e.at >= $1 AND e.at < $2
     GROUP BY 1
 )
 SELECT r.id, r.activity, t.median_s, coalesce(m.n, 0) AS missed, coalesce(v.n, 0) AS voicemail

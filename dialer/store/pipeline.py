@@ -99,7 +99,7 @@ WITH picked AS (
                'daemon', $1::text, 'from', prior_status, 'previous_daemon', prior_owner))
     FROM moved
 )
-SELECT {_LEAD_COLUMNS}, prior_status, prior_owner FROM moved
+SELECT {_LEAD_COLUMNS}, event_seq, prior_status, prior_owner FROM moved
 """  # noqa: S608 (interpolates constants only)
 
 # Waiting leads, oldest SLA first, a few per free rep (the first in line may not be able to use
@@ -416,6 +416,10 @@ def _pipeline_lead(row: asyncpg.Record) -> PipelineLead:
     )
 
 
+#: Prior statuses a claim moves to ``routing`` (with a ``routing`` event; see _CLAIM_READY).
+_ROUTED_FROM: Final = frozenset({LeadStatus.RECEIVED, LeadStatus.SCHEDULED})
+
+
 def _claim(row: asyncpg.Record) -> Claim:
     return Claim(
         lead=_pipeline_lead(row),
@@ -479,11 +483,23 @@ class PipelineStore:
     async def claim_ready(self, limit: int) -> list[Claim]:
         """Claim up to ``limit`` leads to work on now, oldest first: new leads (moved to
         ``routing``), scheduled leads whose time came (``routing``), and in-flight leads whose
-        owner's lease lapsed (status kept; event ``recovered``)."""
+        owner's lease lapsed (status kept; event ``recovered``).
+
+        The ``routing`` step of a claim runs the step hook in the claim's transaction, like
+        every other step (it is where ``lead.received`` is queued); ``recovered`` does not."""
         if limit <= 0:
             return []
-        rows = await self._pool.fetch(_CLAIM_READY, self.instance_id, limit, self.lease_s)
-        return [_claim(row) for row in rows]
+        if self._on_step is None:
+            rows = await self._pool.fetch(_CLAIM_READY, self.instance_id, limit, self.lease_s)
+            return [_claim(row) for row in rows]
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_CLAIM_READY, self.instance_id, limit, self.lease_s)
+            claims = [_claim(row) for row in rows]
+            for claim, row in zip(claims, rows, strict=True):
+                if claim.lead.status is LeadStatus.ROUTING and claim.prior_status in _ROUTED_FROM:
+                    data = {"daemon": self.instance_id, "from": claim.prior_status.value}
+                    await self._on_step(conn, claim.lead, "routing", data, int(row["event_seq"]))
+        return claims
 
     async def claim_waiting(self, limit: int, *, any_time: bool = False) -> list[Claim]:
         """Claim up to ``limit`` leads waiting for a rep (oldest SLA first), at most five per

@@ -18,6 +18,10 @@ Definitions (also those of ``GET /v1/reports/...``):
 - Grouping: ``rep`` = ``assigned_rep`` (the rep who answered; null: nobody did), ``source``,
   ``intent``, ``team`` = the teams of the assigned rep (given by the caller from ``[[reps]]``;
   a rep in two teams counts the lead in both; null: no rep or a rep without team).
+- **Voicemail** (press-1 mode): the ``rep_voicemail`` timeline events of the range's leads (a
+  rep leg picked up by a voicemail box: no key pressed within the accept timeout). With
+  ``group_by=rep`` they count for the rep whose leg it was (not the assigned rep), so a rep
+  with voicemails only has a group of zero leads; otherwise for the lead's group.
 - **Conversion buckets** by time-to-call: ``[0, 1 min)``, ``[1, 5 min)``, ``[5, 30 min)``,
   ``[30, 60 min)``, ``>= 1 h``, and the leads never dialled; ``connected``: leads whose
   timeline has a ``connected`` event (rep and prospect were bridged).
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Final
 
@@ -93,6 +97,8 @@ class SlaGroup:
     median_time_to_call_ms: float | None
     p90_time_to_call_ms: float | None
     breaches_by_reason: Mapping[str, int] = field(default_factory=dict)
+    #: Rep legs that went to voicemail (``rep_voicemail`` events; see the module's definitions).
+    voicemail: int = 0
 
     @property
     def pct_met(self) -> float | None:
@@ -145,7 +151,9 @@ WITH base AS (
            (extract(epoch FROM l.called_at - coalesce(l.submitted_at, l.received_at))
                * 1000.0)::float8 AS ttc_ms,
            (SELECT e.data ->> 'reason' FROM lead_events AS e
-             WHERE e.lead_id = l.id AND e.kind = 'sla_breached' LIMIT 1) AS breach_reason
+             WHERE e.lead_id = l.id AND e.kind = 'sla_breached' LIMIT 1) AS breach_reason,
+           (SELECT count(*) FROM lead_events AS e
+             WHERE e.lead_id = l.id AND e.kind = 'rep_voicemail') AS voicemail_n
     FROM leads AS l
     WHERE l.received_at >= $5 AND l.received_at < $6
 ), graded AS (
@@ -167,7 +175,8 @@ WITH base AS (
            count(*) FILTER (WHERE outcome = 'breached') AS breached,
            count(*) FILTER (WHERE outcome = 'pending') AS pending,
            percentile_cont(0.5) WITHIN GROUP (ORDER BY ttc_ms) AS median_ms,
-           percentile_cont(0.9) WITHIN GROUP (ORDER BY ttc_ms) AS p90_ms
+           percentile_cont(0.9) WITHIN GROUP (ORDER BY ttc_ms) AS p90_ms,
+           coalesce(sum(voicemail_n), 0)::int8 AS voicemail
     FROM keyed GROUP BY group_key
 ), reasons AS (
     SELECT group_key, coalesce(breach_reason, 'unrecorded') AS reason, count(*) AS n
@@ -191,6 +200,16 @@ _KEYS: Final = {
     GroupBy.INTENT: "graded.intent",
     GroupBy.TEAM: "rep_team.team",
 }
+
+#: ``rep_voicemail`` events of the leads received in ``[$1, $2)``, by the rep of the leg.
+_VOICEMAIL_BY_REP: Final = """
+SELECT e.data ->> 'rep_id' AS rep_id, count(*) AS n
+FROM lead_events AS e
+JOIN leads AS l ON l.id = e.lead_id
+WHERE e.kind = 'rep_voicemail' AND l.received_at >= $1 AND l.received_at < $2
+  AND e.data ->> 'rep_id' IS NOT NULL
+GROUP BY 1
+"""
 
 _CONVERSION: Final = """
 WITH base AS (
@@ -231,6 +250,7 @@ def _group(row: asyncpg.Record) -> SlaGroup:
         median_time_to_call_ms=_ms(row["median_ms"]),
         p90_time_to_call_ms=_ms(row["p90_ms"]),
         breaches_by_reason={str(k): int(v) for k, v in sorted(reasons.items())},
+        voicemail=int(row["voicemail"]),
     )
 
 
@@ -270,6 +290,31 @@ async def _groups(
     return [_group(row) for row in rows]
 
 
+async def _voicemail_by_rep(
+    conn: AnyConnection | asyncpg.Pool,
+    groups: Sequence[SlaGroup],
+    *,
+    start: datetime,
+    end: datetime,
+) -> list[SlaGroup]:
+    """``groups`` (by assigned rep) with ``voicemail`` counted by the rep of the leg, plus a
+    zero-lead group for each rep who only had voicemails; order: by rep, null last."""
+    rows = await conn.fetch(_VOICEMAIL_BY_REP, start, end)
+    counts = {str(row["rep_id"]): int(row["n"]) for row in rows}
+    by_key = {
+        group.key: replace(group, voicemail=counts.get(group.key or "", 0)) for group in groups
+    }
+    for rep_id, count in counts.items():
+        if rep_id not in by_key:
+            by_key[rep_id] = replace(_empty_group(), key=rep_id, voicemail=count)
+    named = sorted((group for key, group in by_key.items() if key is not None), key=_key)
+    return named + ([by_key[None]] if None in by_key else [])
+
+
+def _key(group: SlaGroup) -> str:
+    return group.key or ""
+
+
 async def sla_report(
     conn: AnyConnection | asyncpg.Pool,
     *,
@@ -293,6 +338,8 @@ async def sla_report(
             conn, None, start=start, end=end, now=now, windows=windows, rep_teams=()
         )
         total = totals[0] if totals else _empty_group()
+        if group_by is GroupBy.REP:
+            groups = await _voicemail_by_rep(conn, groups, start=start, end=end)
     return SlaReport(start=start, end=end, group_by=group_by, groups=tuple(groups), total=total)
 
 

@@ -27,6 +27,7 @@ from dialer.api.keys import CONFIG_KEY, STORE_KEY
 from dialer.calls import CallEvent, CallEventKind, EventCallback
 from dialer.config import Config
 from dialer.domain import Lead, LeadContext, RingPlan
+from dialer.domain import optional_utc_timestamp as _iso
 from dialer.logs import get_logger
 from dialer.store.console import ConsoleStore
 from dialer.web.auth import console_link, resolve_secret
@@ -120,10 +121,6 @@ async def web_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         hub.close()
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
 
 
 def crm_link(template: str, lead: Lead) -> str | None:

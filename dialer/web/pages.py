@@ -10,8 +10,8 @@ Rep console (session from a signed link, :mod:`dialer.web.auth`):
 - ``POST /console/status`` ``{"status": "available" | "away"}``.
 - ``POST /console/decline`` ``{"lead_id"}``: cancel this rep's ringing leg.
 - ``POST /console/disposition`` ``{"lead_id", "disposition", "notes"}``: stored on the lead (a
-  ``disposition`` timeline event too) and sent as a webhook to endpoints subscribed to
-  ``call.completed``.
+  ``disposition`` timeline event too) and queued, in the same transaction, as a
+  ``lead.disposition`` webhook (dialer.notify outbox).
 
 Manager dashboard (API token, exchanged for a session cookie):
 
@@ -48,8 +48,9 @@ from dialer.api.keys import ALLOW_ANONYMOUS_KEY, CONFIG_KEY, ROUTING_STORE_KEY, 
 from dialer.api.pipeline import sla_view
 from dialer.config import Config
 from dialer.domain import RepStatus, SlaStatus
+from dialer.domain import optional_utc_timestamp as _iso
 from dialer.notify import enqueue_event
-from dialer.notify.events import EventType, LifecycleEvent, RepRef, event_id_for, isoformat
+from dialer.notify.events import RepRef, event_id_for, lead_disposition
 from dialer.sla import sla_status
 from dialer.store.console import (
     MAX_NOTES_CHARS,
@@ -217,10 +218,6 @@ def _string_field(body: dict[str, Any], name: str, *, required: bool = True) -> 
     return value
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
-
-
 def _console_store(request: web.Request) -> ConsoleStore:
     return ConsoleStore(request.app[STORE_KEY].pool)
 
@@ -381,28 +378,6 @@ async def console_decline(request: web.Request) -> web.Response:
     return web.json_response({"lead_id": lead_id, "declined": True, "leg_cancelled": cancelled})
 
 
-def _disposition_event(
-    lead_json: dict[str, Any], rep: RepRef, disposition: dict[str, Any], seq: int, at: datetime
-) -> LifecycleEvent:
-    # Until notify has a ``lead.disposition`` type, the payload says what it is and goes to
-    # the endpoints subscribed to ``call.completed`` (a disposition follows a completed call).
-    event_id = event_id_for(lead_json["id"], seq)
-    payload = {
-        "id": event_id,
-        "type": "lead.disposition",
-        "api_version": "1",
-        "created_at": isoformat(at),
-        "data": {"lead": lead_json, "rep": {"id": rep.id, "name": rep.name}, **disposition},
-    }
-    return LifecycleEvent(
-        id=event_id,
-        type=EventType.CALL_COMPLETED,
-        lead_id=lead_json["id"],
-        created_at=at,
-        payload=payload,
-    )
-
-
 @routes.post("/console/disposition")
 async def console_disposition(request: web.Request) -> web.Response:
     """Save what came of the call, on a lead this rep was rung for."""
@@ -434,12 +409,14 @@ async def console_disposition(request: web.Request) -> web.Response:
         )
         if saved is None:
             raise ApiError(404, "not_found", "no such lead rung for you", field="lead_id")
-        event = _disposition_event(
-            _webhook_lead(lead),
-            RepRef(id=rep_id, name=rep_name),
-            saved.to_json(),
-            saved.event_seq,
-            at,
+        event = lead_disposition(
+            lead,
+            rep=RepRef(id=rep_id, name=rep_name),
+            disposition=saved.disposition.value,
+            notes=saved.notes,
+            at=at,
+            event_id=event_id_for(lead.id, saved.event_seq),
+            lead_url=_lead_url(config, lead.id),
         )
         await enqueue_event(conn, config.notify, event)
     _hub(request).publish(
@@ -448,11 +425,9 @@ async def console_disposition(request: web.Request) -> web.Response:
     return web.json_response(saved.to_json(), status=201)
 
 
-def _webhook_lead(lead: Any) -> dict[str, Any]:
-    card = lead_card(lead)
-    card.pop("crm_url", None)
-    card.pop("previous_attempts", None)
-    return card
+def _lead_url(config: Config, lead_id: str) -> str | None:
+    base = config.api.public_url
+    return f"{base}/v1/leads/{lead_id}" if base else None
 
 
 @routes.get("/v1/leads/{lead_id}/disposition")

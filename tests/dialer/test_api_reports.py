@@ -61,10 +61,19 @@ async def test_sla_report_by_team(client: Client) -> None:
         "median_time_to_call_ms": 110_000.0,
         "p90_time_to_call_ms": 1_860_000.0,
         "breaches_by_reason": {"all_missed": 2, "rep_rejected": 1, "unrecorded": 1},
+        "voicemail": 3,  # ann's leads j=0 and j=8 (team of the lead's assigned rep)
     }
     total = body["total"]
     assert (total["leads"], total["met"], total["breached"], total["pct_met"]) == (50, 35, 15, 70.0)
     assert (total["median_time_to_call_ms"], total["p90_time_to_call_ms"]) == (270_000, 3_000_000)
+    assert total["voicemail"] == 4
+
+
+async def test_sla_report_by_rep_counts_voicemail_for_the_rep_of_the_leg(client: Client) -> None:
+    status, body = await get(client, "/v1/reports/sla", {**RANGE, "group_by": "rep"})
+    assert status == 200
+    by_rep = {group["key"]: group["voicemail"] for group in body["groups"]}
+    assert by_rep == {"ann": 1, "bob": 2, "cid": 1, "dee": 0, None: 0}
 
 
 async def test_sla_report_without_grouping_has_one_group(client: Client) -> None:

@@ -56,6 +56,9 @@ def one_of_each() -> list[LifecycleEvent]:
             at=T0 + timedelta(minutes=6),
         ),
         events.lead_failed(failed, reason="3 reps did not answer", at=later),
+        events.lead_disposition(
+            LEAD, rep=ALICE, disposition="qualified", notes="wants a demo", at=later
+        ),
     ]
 
 
@@ -73,6 +76,7 @@ def test_catalogue_is_the_documented_list() -> None:
         "lead.sla_at_risk",
         "lead.sla_breached",
         "lead.failed",
+        "lead.disposition",
     ]
     schema = load_webhook_schema()
     assert schema["properties"]["type"]["enum"] == [t.value for t in EventType]
@@ -120,7 +124,7 @@ def test_schema_check_catches_wrong_payloads() -> None:
 
 
 def test_payload_fields() -> None:
-    received, assigned, _, connected, completed, at_risk, breached, failed = one_of_each()
+    received, assigned, _, connected, completed, at_risk, breached, failed, _ = one_of_each()
     assert received.id == f"evt_{LEAD.id}_1"
     assert received.payload["created_at"] == "2030-01-01T12:00:00.000Z"
     lead = received.payload["data"]["lead"]
@@ -157,3 +161,21 @@ def test_invalid_inputs() -> None:
         events.lead_failed(LEAD, reason="x", at=T0)  # connected is not a failure
     with pytest.raises(ValueError, match="naive"):
         events.lead_received(LEAD, at=datetime(2030, 1, 1))
+
+
+def test_disposition_payload_and_its_schema() -> None:
+    schema = load_webhook_schema()
+    event = events.lead_disposition(
+        LEAD, rep=ALICE, disposition="callback", notes="", at=T0, event_id="evt_x_9"
+    )
+    payload = json.loads(json.dumps(event.payload))
+    assert payload["type"] == "lead.disposition" and payload["id"] == "evt_x_9"
+    assert payload["data"]["disposition"] == "callback"
+    assert payload["data"]["rep"] == {"id": "alice", "name": "Alice"}
+    assert schema_errors(payload, schema) == []
+    wrong = copy.deepcopy(payload)
+    wrong["data"]["disposition"] = "maybe"
+    assert schema_errors(wrong, schema)
+    missing = copy.deepcopy(payload)
+    missing["data"].pop("notes")
+    assert schema_errors(missing, schema)

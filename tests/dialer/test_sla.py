@@ -69,9 +69,9 @@ def test_evaluate_sla_json() -> None:
         at_risk_fraction=0.5,
     )
     assert view.to_json() == {
-        "due_at": "2024-06-04T16:10:00Z",
+        "due_at": "2024-06-04T16:10:00.000Z",
         "status": "met",
-        "first_touch_at": "2024-06-04T16:00:02Z",
+        "first_touch_at": "2024-06-04T16:00:02.000Z",
         "time_to_call_ms": 2050,
     }
     pending = evaluate_sla(
@@ -83,7 +83,7 @@ def test_evaluate_sla_json() -> None:
         at_risk_fraction=0.5,
     )
     assert pending.to_json() == {
-        "due_at": "2024-06-04T16:10:00Z",
+        "due_at": "2024-06-04T16:10:00.000Z",
         "status": "pending",
         "first_touch_at": None,
         "time_to_call_ms": None,

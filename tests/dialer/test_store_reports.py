@@ -71,6 +71,9 @@ async def test_totals_of_the_50_leads(fixture_store: Store) -> None:
         },
     )
     assert report.total.pct_met == pytest.approx(70.0)
+    # rep_voicemail events only (their rep_leg_ended twins are not counted again); the one on
+    # the lead received at T0 + 24 h is out of range.
+    assert report.total.voicemail == 4
     assert report.groups == (report.total,)
 
 
@@ -94,6 +97,16 @@ async def test_grouped_by_rep(fixture_store: Store) -> None:
     ]
     assert [group.pct_met for group in report.groups] == [80.0, 80.0, 90.0, 100.0, 0.0]
     assert report.total.leads == 50
+    # Voicemail counts for the rep whose leg it was, not the lead's assigned rep: ann's one is
+    # on a lead nobody took; bob's two and cid's one are on ann's leads.
+    assert [(group.key, group.voicemail) for group in report.groups] == [
+        ("ann", 1),
+        ("bob", 2),
+        ("cid", 1),
+        ("dee", 0),
+        (None, 0),
+    ]
+    assert report.total.voicemail == 4
 
 
 async def test_grouped_by_source(fixture_store: Store) -> None:
@@ -122,6 +135,12 @@ async def test_grouped_by_source(fixture_store: Store) -> None:
             3_420_000.0,
             {"all_missed": 1, "rep_rejected": 1, "prospect_unreachable": 1},
         ),
+    ]
+    # Other groupings count a lead's voicemails in the lead's group (ann's leads are web).
+    assert [(group.key, group.voicemail) for group in report.groups] == [
+        ("crm", 0),
+        ("partner", 1),
+        ("web", 3),
     ]
 
 
@@ -213,6 +232,17 @@ async def test_the_range_is_half_open_on_received_at(fixture_store: Store) -> No
     )
     # ann j=0 (received at T0, 10 s) and the early lead (10 s).
     assert (report.total.leads, report.total.median_time_to_call_ms) == (2, 10_000.0)
+    by_rep = await sla_report(
+        fixture_store.pool,
+        start=T0 - timedelta(seconds=1),
+        end=T0 + timedelta(seconds=1),
+        now=LATER,
+        windows=WINDOWS,
+        group_by=GroupBy.REP,
+    )
+    # bob took none of these leads but his leg on ann's j=0 went to voicemail: a group of his
+    # own with zero leads.
+    assert [(g.key, g.leads, g.voicemail) for g in by_rep.groups] == [("ann", 2, 0), ("bob", 0, 1)]
     empty = await sla_report(
         fixture_store.pool,
         start=T0 - timedelta(days=2),

@@ -30,6 +30,11 @@ cid the first two; dee all. ``sla_breached`` events: ann 400 s ``all_missed``, a
 
 Two more leads of ann fall outside ``[T0, T0 + 24 h)``: received 1 s before ``T0`` and at
 ``T0 + 24 h`` exactly (the range is half-open).
+
+Voicemail (press-1: a rep leg picked up by a voicemail box, a ``rep_voicemail`` event then a
+``rep_leg_ended`` with result ``voicemail``): on ann's leads j=0 and j=8, bob's leg; on ann's
+j=8, cid's leg too; on group none j=0, ann's leg (a lead nobody took). On the out-of-range
+lead at ``T0 + 24 h``, bob's leg (not counted). Per rep: ann 1, bob 2, cid 1, dee 0.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ class FixtureLead:
     sla_due_after_s: float | None = None
     connected: bool = False
     breach_reason: str | None = None
+    #: Reps whose leg on this lead went to voicemail.
+    voicemail_reps: tuple[str, ...] = ()
 
 
 _GROUPS: Final = (
@@ -82,6 +89,7 @@ _BREACHES: Final = {
     ("cid", 9): "prospect_unreachable",
 }
 _DUE_OVERRIDES: Final = {("bob", 6): 900.0, ("bob", 8): 2400.0}
+_VOICEMAILS: Final = {("ann", 0): ("bob",), ("ann", 8): ("bob", "cid"), (None, 0): ("ann",)}
 
 
 def build_leads() -> list[FixtureLead]:
@@ -100,6 +108,7 @@ def build_leads() -> list[FixtureLead]:
                     sla_due_after_s=_DUE_OVERRIDES.get((rep, j)),
                     connected=j in _CONNECTED[rep],
                     breach_reason=_BREACHES.get((rep, j)),
+                    voicemail_reps=_VOICEMAILS.get((rep, j), ()),
                 )
             )
     for j in range(10):
@@ -117,6 +126,7 @@ def build_leads() -> list[FixtureLead]:
                 intent=Intent.HIGH,
                 ttc_s=None,
                 breach_reason=reason,
+                voicemail_reps=_VOICEMAILS.get((None, j), ()),
             )
         )
     for clock_start in (T0 - timedelta(seconds=1), RANGE_END):
@@ -129,6 +139,7 @@ def build_leads() -> list[FixtureLead]:
                 intent=Intent.HIGH,
                 ttc_s=10.0,
                 connected=True,
+                voicemail_reps=("bob",) if clock_start == RANGE_END else (),
             )
         )
     return leads
@@ -186,6 +197,12 @@ async def insert_fixture(store: Store) -> list[str]:
             due_at,
             called_at,
         )
+        for rep_id in spec.voicemail_reps:
+            at = spec.clock_start + timedelta(seconds=3)
+            await store.append_event(lead.id, "rep_voicemail", {"leg": 1, "rep_id": rep_id}, at=at)
+            await store.append_event(
+                lead.id, "rep_leg_ended", {"rep_id": rep_id, "result": "voicemail"}, at=at
+            )
         if called_at is not None:
             await store.append_event(
                 lead.id, "calling_prospect", {"rep_id": spec.rep}, at=called_at

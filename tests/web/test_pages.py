@@ -40,6 +40,7 @@ from dialer.web.auth import (
     verify_console_signature,
 )
 from dialer.web.events import EventHub, LiveEvent
+from tests.support.notify import load_webhook_schema, schema_errors
 
 TOKEN = "dashboard-test-token-42"
 SECRET = b"console-secret-for-tests"
@@ -69,7 +70,7 @@ def make_config(*, sla_high_s: float = 300.0) -> Config:
                         "name": "crm",
                         "url": "http://127.0.0.1:9/hook",
                         "secret": "whsec-test",
-                        "events": ["call.completed"],
+                        "events": ["call.completed", "lead.disposition"],
                     }
                 ]
             },
@@ -375,6 +376,9 @@ async def test_disposition_is_stored_shown_over_the_api_and_queued_as_webhook(
     assert [row.endpoint for row in rows] == ["crm"]
     assert rows[0].payload["type"] == "lead.disposition"
     assert rows[0].payload["data"]["disposition"] == "qualified"
+    assert rows[0].payload["data"]["notes"] == "wants a demo"
+    assert rows[0].payload["data"]["lead"]["id"] == lead.id
+    assert schema_errors(rows[0].payload, load_webhook_schema()) == []
 
 
 async def test_a_rep_cannot_disposition_another_reps_lead(pages: Pages) -> None:
@@ -439,6 +443,15 @@ async def test_dashboard_rep_board_and_drill_down(pages: Pages) -> None:
     ]
     assert drill["sla"]["status"] in ("pending", "at_risk")
     assert (await client.get("/dashboard/leads/nope", headers=AUTH)).status == 404
+    # A press-1 leg a voicemail box picked up: counted as voicemail, not as one more miss.
+    await pages.store.append_event(lead.id, "rep_voicemail", {"leg": 2, "rep_id": "bob"})
+    await pages.store.append_event(
+        lead.id, "rep_leg_ended", {"rep_id": "bob", "result": LegResult.VOICEMAIL.value}
+    )
+    data = await (await client.get("/dashboard/data", headers=AUTH)).json()
+    board = {rep["id"]: rep for rep in data["reps"]}
+    assert (board["bob"]["missed_today"], board["bob"]["voicemail_today"]) == (1, 1)
+    assert board["alice"]["voicemail_today"] == 0
 
 
 async def test_dashboard_stream_sees_every_reps_events(pages: Pages) -> None:
