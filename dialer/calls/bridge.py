@@ -835,6 +835,12 @@ class CallFlow:
         self.ring.leg_declined(leg, now, result=result)
         self._drain(now)
 
+    def decline(self, leg: Leg, now: float) -> bool:
+        """The rep of ``leg`` declined from the console (:meth:`RingSession.decline`)."""
+        declined = self.ring.decline(leg, now)
+        self._drain(now)
+        return declined
+
     def leg_voicemail(self, leg: Leg, now: float) -> None:
         """Press-1: treat ``leg`` as voicemail now (:meth:`RingSession.leg_voicemail`)."""
         self.ring.leg_voicemail(leg, now)

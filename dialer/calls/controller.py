@@ -257,6 +257,12 @@ class Call:
         """End the call now: cancel ringing legs, hang up answered ones (idempotent)."""
         self._controller._abort(self)
 
+    def cancel_rep(self, rep_id: str) -> bool:
+        """The rep ``rep_id`` declined the lead (console): CANCEL their ringing leg, or BYE it
+        as declined while it waits for press-1; the rest of the plan goes on. False when no
+        leg of theirs could be declined (never rung, already over, or the call was won)."""
+        return self._controller._decline(self, rep_id)
+
     # -- internals ----------------------------------------------------------------------------
 
     def _publish(self, events: list[CallEvent]) -> None:
@@ -481,6 +487,20 @@ class CallController:
             return
         call.flow.abort(self._now())
         self._after_input(call)
+
+    def _decline(self, call: Call, rep_id: str) -> bool:
+        flow = call.flow
+        if flow.finished:
+            return False
+        now = self._now()
+        legs = [record.leg for record in flow.ring.records() if record.rep_id == rep_id]
+        declined = False
+        for leg in legs:
+            declined = flow.decline(leg, now) or declined
+        if declined:
+            _log.info("call %s: rep %s declined", call.id, rep_id)
+            self._after_input(call)
+        return declined
 
     def _after_input(self, call: Call) -> None:
         """Execute the flow's commands, publish its events, re-arm its timer."""

@@ -62,6 +62,7 @@ __all__ = [
     "ACCEPT_MODES",
     "ACCEPT_PRESS1",
     "REASON_COMPLETED_ELSEWHERE",
+    "REASON_DECLINED",
     "CallStateError",
     "CancelLeg",
     "Command",
@@ -79,6 +80,8 @@ __all__ = [
 #: RFC 3326 Reason for the legs that lose a parallel ring (the phone stops without logging a
 #: missed call on most handsets).
 REASON_COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
+#: RFC 3326 Reason for a leg the rep declined from the console (their phone stops ringing).
+REASON_DECLINED = 'SIP;cause=603;text="Declined"'
 
 #: ``RingPlan.accept``: the first 2xx wins.
 ACCEPT_ANSWER = "answer"
@@ -257,6 +260,8 @@ class _CancelCause(enum.Enum):
     DEADLINE = enum.auto()
     #: The application aborted the plan.
     ABORT = enum.auto()
+    #: The rep declined the lead (console): only that leg, the plan goes on.
+    DECLINED = enum.auto()
 
 
 #: What a cancelled leg counts as once its INVITE is over.
@@ -265,6 +270,14 @@ _CANCELLED_RESULT = {
     _CancelCause.DEADLINE: LegResult.NO_ANSWER,
     _CancelCause.COMPLETED_ELSEWHERE: LegResult.CANCELLED,
     _CancelCause.ABORT: LegResult.CANCELLED,
+    _CancelCause.DECLINED: LegResult.DECLINED,
+}
+
+
+#: The RFC 3326 ``Reason`` a CANCEL carries, by cause (none: a plain CANCEL).
+_CANCEL_REASONS = {
+    _CancelCause.COMPLETED_ELSEWHERE: REASON_COMPLETED_ELSEWHERE,
+    _CancelCause.DECLINED: REASON_DECLINED,
 }
 
 
@@ -521,6 +534,23 @@ class RingSession:
         elif previous is not LegState.TERMINATED:
             rep.record = replace(rep.record, ended_at=now)
 
+    def decline(self, leg: Leg, now: float) -> bool:
+        """The rep of ``leg`` declined the lead (console): CANCEL the leg while it rings, or
+        hang it up (BYE) while its press-1 prompt waits for a key; the leg ends ``declined``
+        and the plan goes on (the next wave starts when this one has nothing left to ring).
+        False when there was nothing to decline (the leg won, is over, or the plan ended)."""
+        rep = self._legs.get(leg)
+        if rep is None or self.state is not RingState.RINGING:
+            return False
+        if rep.accept_deadline is not None:
+            self._end_pending(leg, rep, now, result=LegResult.DECLINED)
+            return True
+        if rep.state not in LIVE_RINGING_STATES:
+            return False
+        self._cancel(leg, rep, now, _CancelCause.DECLINED)
+        self._after_leg_over(now)
+        return True
+
     def abort(self, now: float) -> None:
         """Stop ringing: cancel every leg still ringing. No effect once a rep has won."""
         if self.state is not RingState.RINGING:
@@ -644,7 +674,7 @@ class RingSession:
         rep.state = advance_leg(rep.state, LegInput.CANCEL)
         rep.cancel_cause = cause
         rep.record = replace(rep.record, cancelled_at=now)
-        reason = REASON_COMPLETED_ELSEWHERE if cause is _CancelCause.COMPLETED_ELSEWHERE else None
+        reason = _CANCEL_REASONS.get(cause)
         self._commands.append(CancelLeg(leg=leg, reason=reason))
 
     def _end_leg(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -42,6 +42,7 @@ from dialer.routing.rules import (
 from dialer.routing.version import ruleset_version
 
 __all__ = [
+    "EXCLUDED",
     "FALLBACK",
     "Candidate",
     "Outcome",
@@ -53,6 +54,10 @@ __all__ = [
 
 #: Name of the fallback rule (and of ``rule`` in a decision no rule matched).
 FALLBACK: Final = "fallback"
+
+#: The reason of a rep the caller excluded (``decide(exclude=...)``): a rep who already
+#: missed this lead, so a re-route falls through to the overflow pool, then the fallback.
+EXCLUDED: Final = "excluded: already missed"
 
 _NO_STATES: Mapping[str, RepState] = MappingProxyType({})
 _NO_CURSORS: Mapping[str, int] = MappingProxyType({})
@@ -456,13 +461,16 @@ class Router:
         on_dnc: bool = False,
         attempts_today: int = 0,
         explain: bool = False,
+        exclude: Collection[str] = (),
     ) -> RoutingDecision:
         """Decide for one lead at ``now`` (aware; required: the router never reads a clock).
 
         ``rep_states`` maps rep id to live state (a missing rep is fresh and available);
         ``cursors`` maps a decision's ``cursor_key`` to the round-robin position. With
         ``explain`` every rule is evaluated (not only up to the first match) and candidates
-        carry human details.
+        carry human details. Reps in ``exclude`` (those who already missed the lead) are
+        ineligible with reason :data:`EXCLUDED`, so the decision falls through to the rule's
+        overflow pool, then the fallback.
         """
         if now is None:
             raise TypeError("decide() needs now: the router never reads a clock")
@@ -498,7 +506,7 @@ class Router:
         cursor_key: str | None = None
         cursor_after: int | None = None
         for stage, pool, stage_route, key in stages:
-            eligible, blocked = self._screen(pool, rep_states, facts.lead_id, now)
+            eligible, blocked = self._screen(pool, rep_states, facts.lead_id, now, exclude)
             details = self._details(pool, blocked, rep_states, now) if explain else None
             screened.append(_Screened(stage, pool.rep_ids, blocked, details))
             if not eligible:
@@ -586,6 +594,7 @@ class Router:
         cursors: Mapping[str, int] = _NO_CURSORS,
         on_dnc: bool = False,
         attempts_today: int = 0,
+        exclude: Collection[str] = (),
     ) -> dict[str, Any]:
         """``decide(..., explain=True).to_json()``: the explanation, without placing a call."""
         return self.decide(
@@ -596,6 +605,7 @@ class Router:
             on_dnc=on_dnc,
             attempts_today=attempts_today,
             explain=True,
+            exclude=exclude,
         ).to_json()
 
     def ring_plan_for(self, decision: RoutingDecision, rep_ids: Sequence[str]) -> RingPlan:
@@ -611,6 +621,7 @@ class Router:
         rep_states: Mapping[str, RepState],
         lead_id: str,
         now: datetime,
+        exclude: Collection[str] = (),
     ) -> tuple[list[int], dict[int, str]]:
         """Eligible pool positions, and the reason of each ineligible one by position.
 
@@ -624,6 +635,9 @@ class Router:
         get_state = rep_states.get
         available = RepStatus.AVAILABLE
         for position, (index, rep_id, unrestricted, max_hour, max_day) in enumerate(pool.rows):
+            if exclude and rep_id in exclude:
+                blocked[position] = EXCLUDED
+                continue
             if not unrestricted:
                 block = time_blocks[index]
                 if block is _UNSET:
@@ -662,7 +676,9 @@ class Router:
         now: datetime,
     ) -> list[str]:
         return [
-            describe(
+            EXCLUDED
+            if reason == EXCLUDED
+            else describe(
                 reason,
                 schedule=self._schedules[index],
                 state=rep_states.get(self.rep_ids[index]),

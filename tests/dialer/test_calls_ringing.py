@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 from dialer.calls.outcome import CallEventKind, CallResult, Leg, LegKind, LegResult
 from dialer.calls.ringing import (
     REASON_COMPLETED_ELSEWHERE,
+    REASON_DECLINED,
     CallStateError,
     CancelLeg,
     Command,
@@ -375,3 +378,36 @@ def test_random_event_orders_keep_the_invariants(
     assert len(cancels) == len(set(cancels))
     timer = session.get_timer()
     assert timer is None or session.state is RingState.RINGING
+
+
+def test_decline_cancels_only_that_leg_and_the_plan_goes_on() -> None:
+    session = start(make_plan(2, mode=RingMode.SEQUENTIAL))
+    session.pop_commands()
+    session.leg_sent(rep(0), 0.1)
+    session.leg_ringing(rep(0), 0.2)
+    assert session.decline(rep(0), 1.0) is True
+    commands = session.pop_commands()
+    # CANCEL with the decline Reason, and the next rep rings at once (not at the timeout).
+    assert cancelled(commands) == {rep(0): REASON_DECLINED}
+    assert started(commands) == [rep(1)]
+    assert session.decline(rep(0), 1.1) is False  # already cancelling
+    session.leg_failed(rep(0), 1.2, status=487)
+    assert session.record(rep(0)).result is LegResult.DECLINED
+    assert session.state is RingState.RINGING
+    session.leg_answered(rep(1), ANSWER_SDP, 2.0)
+    assert session.winner == rep(1)
+    assert session.decline(rep(1), 2.1) is False  # the winner cannot be declined
+
+
+def test_decline_hangs_up_a_press1_leg_waiting_for_its_key() -> None:
+    session = start(dataclasses.replace(make_plan(2), accept="press1"))
+    session.pop_commands()
+    session.leg_answered(rep(0), ANSWER_SDP, 1.0)
+    assert session.awaiting_accept(rep(0))
+    session.pop_commands()
+    assert session.decline(rep(0), 1.5) is True
+    assert hung_up(session.pop_commands()) == [rep(0)]
+    assert session.record(rep(0)).result is LegResult.DECLINED
+    assert session.state is RingState.RINGING  # rep 1 still rings
+    kinds = [e.kind for e in session.pop_events()]
+    assert CallEventKind.REP_VOICEMAIL not in kinds

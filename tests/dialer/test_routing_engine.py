@@ -30,6 +30,7 @@ from dialer.routing import (
     derive_facts,
     ruleset_version,
 )
+from dialer.routing.engine import EXCLUDED
 
 # Tuesday 2024-06-04 16:00 UTC: 12:00 New York, 09:00 Los Angeles.
 NOW = datetime(2024, 6, 4, 16, 0, tzinfo=UTC)
@@ -616,3 +617,34 @@ def test_duplicate_rule_names_are_rejected() -> None:
 def test_decide_needs_an_explicit_clock() -> None:
     with pytest.raises(TypeError, match="needs now"):
         Router(make_config()).decide(facts(), {})
+
+
+@pytest.mark.parametrize(
+    ("exclude", "busy", "outcome", "pool", "targets"),
+    [
+        (("ann",), (), Outcome.ROUTED, PoolStage.RULE, ("bob",)),
+        (("ann", "bob"), (), Outcome.ROUTED, PoolStage.OVERFLOW, ("cat", "dan")),
+        (("ann", "bob", "cat"), ("dan",), Outcome.ROUTED, PoolStage.FALLBACK, ("eve",)),
+        (("ann", "bob", "cat", "dan", "eve"), (), Outcome.WAITING_FOR_REP, None, ()),
+    ],
+)
+def test_excluded_reps_fall_through_to_overflow_then_fallback(
+    exclude: tuple[str, ...],
+    busy: tuple[str, ...],
+    outcome: Outcome,
+    pool: PoolStage | None,
+    targets: tuple[str, ...],
+) -> None:
+    router = Router(make_config(routing=CHAIN))
+    rep_states = states(**dict.fromkeys(busy, BUSY))
+    decision = router.decide(facts(), rep_states, NOW, exclude=frozenset(exclude))
+    assert decision.outcome is outcome
+    assert decision.pool is pool
+    assert decision.targets == targets
+    assert not set(decision.ordered_reps) & set(exclude)
+    reasons = {(c.rep, c.reason) for c in decision.candidates if c.rep in exclude}
+    assert reasons == {(rep_id, EXCLUDED) for rep_id in exclude}
+    explained = router.explain(facts(), rep_states, NOW, exclude=exclude)
+    details = {c["rep"]: c["detail"] for c in explained["candidates"] if c["rep"] in exclude}
+    assert set(details.values()) <= {"excluded: already missed"}
+    assert explained["ring_plan"]["targets"] == list(targets)
