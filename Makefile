@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv sysdeps lint typecheck pytest test demo bench bench-intake clean
+.PHONY: all venv sysdeps lint typecheck pytest test faults demo bench bench-intake clean
 
 all: venv
 
@@ -30,6 +30,10 @@ pytest: venv sysdeps
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+# Fault tests of issue 12 (SIGKILL of one of two daemons, PostgreSQL restart, 20% UDP loss).
+faults: venv sysdeps
+	$(BIN)/pytest -m slow tests/e2e/test_faults.py
 
 demo: venv sysdeps
 	$(BIN)/dialer demo

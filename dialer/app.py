@@ -7,26 +7,33 @@ Start-up order (one ``cleanup_ctx`` generator per resource, so stop order mirror
 3. (later issues append the pipeline, SIP endpoint, SLA timers here);
 4. the HTTP site, bound last, so no request arrives before the store is ready.
 
-Shutdown (SIGTERM/SIGINT, or :meth:`Daemon.stop`): the listening socket closes first, in-flight
-requests finish (up to ``[daemon] drain_timeout_s``), then the contexts unwind in reverse: pool
-closed, embedded PostgreSQL stopped.
+Shutdown (SIGTERM/SIGINT): first :meth:`Daemon.drain` (``/readyz`` 503, no new lead claimed,
+calls in progress finish for up to ``[daemon] drain_timeout_s``, then are hung up, unfinished
+leads handed back), then :meth:`Daemon.stop`: the listening socket closes, in-flight requests
+finish, and the contexts unwind in reverse: pool closed, embedded PostgreSQL stopped.
+SIGHUP reloads reps and rules (:mod:`dialer.reload`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from dialer.api import DEFAULT_ROUTE_MODULES, create_app
+from dialer.api.health import SERVING_STATE_KEY, ServingState
 from dialer.api.keys import CONFIG_KEY, DATABASE_URL_KEY, ROUTER_KEY, STORE_KEY
 from dialer.api.routing import routing_ctx
 from dialer.config import Config
 from dialer.logs import get_logger
+from dialer.reload import Reloader, config_path_from_argv
 from dialer.routing import Router
 from dialer.store import Store
 from dialer.store.embedded import EmbeddedPostgres
@@ -44,6 +51,8 @@ __all__ = [
 ]
 
 _log = get_logger("dialer.app")
+#: On shutdown, how long a config reload under way may take to finish before the drain.
+_RELOAD_WAIT_S = 5.0
 _T = TypeVar("_T")
 
 
@@ -150,6 +159,8 @@ class Daemon:
     ) -> None:
         self.config = config
         self.app = build_app(config, allow_anonymous=allow_anonymous, route_modules=route_modules)
+        self.serving = ServingState()
+        self.app[SERVING_STATE_KEY] = self.serving
         self._runner = web.AppRunner(
             self.app,
             access_log=None,  # one log line per lead is written by the handler instead
@@ -193,9 +204,27 @@ class Daemon:
                 return str(address[0]), int(address[1])
         return host, port
 
+    async def drain(self, timeout_s: float | None = None) -> None:
+        """SIGTERM's first half: ``/readyz`` answers 503 at once, the pipeline claims nothing
+        more, calls in progress finish for up to ``[daemon] drain_timeout_s`` (then are hung
+        up) and unfinished leads are handed back. HTTP keeps serving meanwhile (leads posted
+        now are stored for any daemon). :meth:`stop` follows."""
+        if self.serving.draining:
+            return
+        self.serving.draining = True
+        timeout = self.config.daemon.drain_timeout_s if timeout_s is None else timeout_s
+        _log.info("draining", timeout_s=timeout)
+        notify_stopping("draining calls in progress")
+        from dialer.pipeline import PIPELINE_KEY  # local: dialer.pipeline imports dialer.app's keys
+
+        pipeline = self.app.get(PIPELINE_KEY)
+        if pipeline is not None:
+            await pipeline.drain(timeout)
+
     async def stop(self) -> None:
         """Stop accepting, finish in-flight requests, then unwind every context."""
         _log.info("stopping")
+        self.serving.draining = True
         notify_stopping()
         await self._runner.cleanup()
         _log.info("stopped")
@@ -207,29 +236,61 @@ async def serve(
     allow_anonymous: bool | None = None,
     on_ready: Callable[[Daemon], Awaitable[None]] | None = None,
     stop_event: asyncio.Event | None = None,
+    config_path: Path | None = None,
 ) -> None:
-    """Run the daemon until SIGTERM/SIGINT (or ``stop_event``), then shut down gracefully.
+    """Run the daemon until SIGTERM/SIGINT (or ``stop_event``), then drain and shut down.
 
     ``on_ready`` runs once the API listens (the demo posts its sample leads there).
+    SIGHUP reloads reps and rules from ``config_path`` (default: the ``--config`` of this
+    process's command line; see :mod:`dialer.reload`). The first SIGTERM drains
+    (:meth:`Daemon.drain`); a second one during the drain cuts it short.
     """
     stop_event = stop_event if stop_event is not None else asyncio.Event()
+    hurry = asyncio.Event()
+    if config_path is None:
+        config_path = config_path_from_argv(sys.argv)
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
+    reloader: Reloader | None = None
+    reload_pending = False
+
+    def on_hangup() -> None:
+        nonlocal reload_pending
+        _log.info("signal received, reloading config", signal="SIGHUP")
+        if reloader is None:
+            reload_pending = True  # still starting: reload once up
+        else:
+            reloader.request()
+
     # Handlers first: a SIGTERM during start-up then stops the daemon cleanly once it is up,
-    # instead of killing the process with the embedded PostgreSQL half attached.
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    # instead of killing the process with the embedded PostgreSQL half attached; a SIGHUP
+    # (systemd's ExecReload) must never kill it.
+    handlers: list[tuple[signal.Signals, Callable[[], None]]] = [
+        (signal.SIGTERM, lambda: _on_signal(signal.SIGTERM, stop_event, hurry)),
+        (signal.SIGINT, lambda: _on_signal(signal.SIGINT, stop_event, hurry)),
+        (signal.SIGHUP, on_hangup),
+    ]
+    for signum, handler in handlers:
         try:
-            loop.add_signal_handler(signum, _on_signal, signum, stop_event)
+            loop.add_signal_handler(signum, handler)
             handled.append(signum)
         except (NotImplementedError, RuntimeError):  # not the main thread / Windows
             pass
     try:
         daemon = Daemon(config, allow_anonymous=allow_anonymous)
         await daemon.start()
+        reloader = Reloader(daemon.app, config_path)
         try:
+            if reload_pending:
+                reloader.request()
             if on_ready is not None and not stop_event.is_set():
                 await on_ready(daemon)
             await stop_event.wait()
+            # A reload under way finishes first (bounded: its database calls may hang).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_RELOAD_WAIT_S):
+                    await reloader.wait_idle()
+            await _drain_unless_hurried(daemon, hurry)
         finally:
             await daemon.stop()
     finally:
@@ -237,7 +298,26 @@ async def serve(
             loop.remove_signal_handler(signum)
 
 
-def _on_signal(signum: signal.Signals, stop_event: asyncio.Event) -> None:
+async def _drain_unless_hurried(daemon: Daemon, hurry: asyncio.Event) -> None:
+    drain = asyncio.create_task(daemon.drain(), name="daemon-drain")
+    hurried = asyncio.create_task(hurry.wait(), name="daemon-drain-hurry")
+    try:
+        await asyncio.wait({drain, hurried}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hurried.cancel()
+        if not drain.done():
+            _log.warning("second signal: drain cut short")
+            drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drain
+        await asyncio.gather(hurried, return_exceptions=True)
+
+
+def _on_signal(signum: signal.Signals, stop_event: asyncio.Event, hurry: asyncio.Event) -> None:
+    if stop_event.is_set():
+        _log.info("signal received again, stopping now", signal=signum.name)
+        hurry.set()
+        return
     _log.info("signal received, shutting down", signal=signum.name)
     stop_event.set()
 

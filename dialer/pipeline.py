@@ -47,7 +47,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
 import asyncpg
 from aiohttp import web
@@ -79,6 +79,7 @@ from dialer.routing import (
     facts_for_lead,
     ruleset_document,
 )
+from dialer.routing.engine import EXCLUDED
 from dialer.store.pipeline import (
     Claim,
     DecisionRecord,
@@ -130,8 +131,25 @@ _NO_ANSWER_REASONS: Final = frozenset(
     {CallResult.REPS_NO_ANSWER.value, CallResult.BRIDGE_FAILED.value, SLA_REROUTE_REASON}
 )
 
-#: Database trouble a loop survives (logged; the next tick tries again).
-_DB_ERRORS: Final = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+def _only_excluded_left(decision: RoutingDecision) -> bool:
+    """Whether the decision found nobody only because the reps left were excluded ones."""
+    return any(candidate.reason == EXCLUDED for candidate in decision.candidates)
+
+
+#: Database trouble a loop survives (logged; the next tick tries again). InternalClientError:
+#: a pooled connection the server dropped under load can fail its reset with "cannot switch to
+#: state N; another operation is in progress" (seen when PostgreSQL restarts mid-query).
+_DB_ERRORS: Final = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    TimeoutError,
+)
+
+#: After the drain time-out hangs calls up, how long their leads get to settle.
+_DRAIN_HANGUP_GRACE_S: Final = 5.0
 
 
 class CallHandle(Protocol):
@@ -142,6 +160,15 @@ class CallHandle(Protocol):
 
     async def wait_ended(self) -> CallOutcome:
         """The outcome, once every event was delivered."""
+        ...
+
+
+@runtime_checkable
+class DeclinableCall(Protocol):
+    """A running call one rep's leg of which can be declined (:class:`Call` is one)."""
+
+    def cancel_rep(self, rep_id: str) -> bool:
+        """Cancel ``rep_id``'s leg; the plan goes on. False when there was none to cancel."""
         ...
 
 
@@ -249,6 +276,7 @@ class Pipeline:
         self._wake_event = asyncio.Event()
         self._rep_freed = False
         self._stopping = False
+        self._draining = False
         self._active: dict[str, _Work] = {}
         self._loops: list[asyncio.Task[None]] = []
 
@@ -263,6 +291,17 @@ class Pipeline:
     def active_leads(self) -> tuple[str, ...]:
         """Ids of the leads in hand."""
         return tuple(self._active)
+
+    async def decline(self, lead_id: str, rep_id: str) -> bool:
+        """The rep ``rep_id`` declined lead ``lead_id`` from the console: cancel their leg of
+        the lead's running call (the ring plan goes on; the leg ends ``declined``, so a
+        re-route does not offer them the lead again). False when this daemon has no such
+        call or that rep has no leg left to cancel. The console's decline handler."""
+        work = self._active.get(lead_id)
+        call = None if work is None else work.call
+        if not isinstance(call, DeclinableCall):
+            return False
+        return call.cancel_rep(rep_id)
 
     async def start(self) -> None:
         """Take back this instance's own leads (an earlier run), listen, start the loops."""
@@ -308,6 +347,64 @@ class Pipeline:
             _log.warning("could not hand back claims", error=str(exc))
         else:
             _log.info("pipeline stopped", handed_back_leads=leads, released_reps=reps)
+
+    @property
+    def draining(self) -> bool:
+        """True once :meth:`drain` began: nothing new is claimed."""
+        return self._draining
+
+    def replace_routing(self, config: Config, router: Router) -> None:
+        """A config reload: route every **new** decision with ``router`` under ``config``
+        (reps, rules, ringing, retry, compliance). Calls in progress keep their ring plan."""
+        self.config = config
+        self.router = router
+
+    async def drain(self, timeout_s: float | None = None) -> tuple[int, int]:
+        """SIGTERM: stop claiming at once, let the leads in hand finish for up to
+        ``timeout_s`` (default ``drain_timeout_s``), then hang up what remains and hand every
+        claim and reservation back so other daemons take them at once. Leases are renewed
+        meanwhile. Returns (leads, reps) handed back; :meth:`stop` still follows."""
+        if self._draining:
+            return 0, 0
+        self._draining = True
+        # _stopping: no claims, no wake-ups, and a lead in hand that has not started ringing
+        # yet gives its reps back instead of ringing them.
+        self._stopping = True
+        timeout = self.settings.drain_timeout_s if timeout_s is None else timeout_s
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = [
+            asyncio.create_task(self._drain_heartbeat_loop(), name="pipeline-drain-heartbeat")
+        ]
+        await self._unlisten()
+        tasks = [work.task for work in self._active.values() if work.task is not None]
+        _log.info("pipeline draining", leads_in_hand=len(tasks), timeout_s=timeout)
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=timeout)
+            if pending:
+                _log.warning("drain timeout: hanging up calls in progress", leads=len(pending))
+                for work in list(self._active.values()):
+                    if work.call is not None:
+                        work.call.hang_up()
+                # The hang-ups settle their leads (rescheduled at once for another daemon).
+                await asyncio.wait(pending, timeout=_DRAIN_HANGUP_GRACE_S)
+        try:
+            leads, reps = await self.store.unclaim_own()
+        except _DB_ERRORS as exc:
+            _log.warning("could not hand back claims", error=str(exc))
+            return 0, 0
+        _log.info("pipeline drained", handed_back_leads=leads, released_reps=reps)
+        return leads, reps
+
+    async def _drain_heartbeat_loop(self) -> None:
+        period = self.settings.heartbeat_period
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self._heartbeat()
+            except _DB_ERRORS as exc:
+                _log.warning("heartbeat failed", error=str(exc))
 
     def wake(self, *, rep_freed: bool = False) -> None:
         """Look for work now (a lead was stored; ``rep_freed``: a rep became free, so offer
@@ -490,6 +587,9 @@ class Pipeline:
             self.routing_store.cursors(),
             self.store.routing_context(lead.id, lead.lead.phone, now),
         )
+        # Reps who already missed it are ineligible inside the router, so a re-route falls
+        # through to the rule's overflow pool, then the fallback (issue 8 "reassign").
+        excluded = set() if recovering else self._excluded(lead, records)
         decision = self.router.decide(
             facts,
             {record.id: record.state for record in records},
@@ -497,6 +597,7 @@ class Pipeline:
             cursors=cursors,
             on_dnc=context.on_dnc,
             attempts_today=context.attempts_today,
+            exclude=excluded,
         )
         record = DecisionRecord(
             version=decision.version,
@@ -530,7 +631,6 @@ class Pipeline:
                 decision=record,
             )
             return
-        excluded = set() if recovering else self._excluded(lead, records)
         reserved: list[str] = []
         order = [rep for rep in decision.ordered_reps if rep not in excluded]
         if decision.outcome is Outcome.ROUTED and order:
@@ -555,7 +655,7 @@ class Pipeline:
                 )
                 return
             if decision.outcome is not Outcome.ROUTED:
-                reason = "no_rep_available"
+                reason = "reps_tried" if _only_excluded_left(decision) else "no_rep_available"
             elif order:
                 reason = "reps_reserved"
             else:
@@ -1081,6 +1181,9 @@ async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     await pipeline.start()
     app[PIPELINE_KEY] = pipeline
+    from dialer.web import DECLINE_HANDLER_KEY  # local: keeps dialer.web out of import cycles
+
+    app[DECLINE_HANDLER_KEY] = pipeline.decline
     try:
         yield
     finally:

@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
+from typing import Final
+
 from aiohttp import web
 
 from dialer.api.keys import METRICS_KEY, STORE_KEY
 
-__all__ = ["routes"]
+__all__ = ["READINESS_TIMEOUT_S", "SERVING_STATE_KEY", "ServingState", "routes"]
 
 routes = web.RouteTableDef()
+
+
+@dataclass(slots=True)
+class ServingState:
+    """What the composition root tells the probes beyond the database: set ``draining`` on
+    SIGTERM so load balancers and Kubernetes stop sending work while calls finish."""
+
+    draining: bool = False
+
+
+#: A readiness probe answers within this (probes have their own short time-outs): a database
+#: that accepts connections but does not answer is "not ready", not a hung probe.
+READINESS_TIMEOUT_S: Final = 3.0
+
+#: Set by the composition root before start-up; absent means "not draining".
+SERVING_STATE_KEY = web.AppKey("serving_state", ServingState)
 
 
 @routes.get("/healthz")
@@ -19,13 +39,29 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """200 when the database is reachable and fully migrated, else 503 with the reason."""
+    """200 when the database is reachable and fully migrated, else 503 with the reason
+    (also 503, ``status: draining``, once shutdown began)."""
+    serving = request.app.get(SERVING_STATE_KEY)
+    if serving is not None and serving.draining:
+        return web.json_response({"status": "draining"}, status=503)
     store = request.app.get(STORE_KEY)
     if store is None:
         return web.json_response(
             {"status": "starting", "database": False, "pending_migrations": []}, status=503
         )
-    readiness = await store.readiness()
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT_S):
+            readiness = await store.readiness()
+    except TimeoutError:
+        return web.json_response(
+            {
+                "status": "not_ready",
+                "database": False,
+                "pending_migrations": [],
+                "detail": f"database did not answer within {READINESS_TIMEOUT_S:g}s",
+            },
+            status=503,
+        )
     body = {
         "status": "ready" if readiness.ready else "not_ready",
         "database": readiness.database_reachable,

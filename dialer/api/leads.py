@@ -7,6 +7,7 @@ started in the background here: the pipeline picks stored leads up from the data
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -21,11 +22,16 @@ from dialer.config import SlaConfig
 from dialer.domain import Lead, LeadEvent, LeadStatus, SlaStatus
 from dialer.intake import ValidationError, parse_lead, validate_idempotency_key
 from dialer.logs import bound, get_logger
+from dialer.store import StoreUnavailableError
 
 __all__ = ["TIME_TO_CALL_EVENT", "lead_json", "routes", "sla_json", "timeline_json"]
 
 routes = web.RouteTableDef()
 _log = get_logger("dialer.api.leads")
+
+#: How long ``POST /v1/leads`` waits for the database (a pool with every connection stuck,
+#: a server that accepts but does not answer) before answering 503 + ``Retry-After``.
+STORE_TIMEOUT_S: Final = 10.0
 
 #: The timeline event that stops the time-to-call clock (the prospect is being rung with a
 #: rep on the line); written by the call path.
@@ -138,7 +144,22 @@ async def post_lead(request: web.Request) -> web.Response:
         metrics.leads_rejected.labels(reason=exc.code).inc()
         metrics.intake_latency.observe(time.perf_counter() - started)
         raise
-    lead, created = await request.app[STORE_KEY].create_lead(new_lead)
+    try:
+        # Connection refused, lost mid-query or the server shutting down already raise
+        # StoreUnavailableError (503 + Retry-After, by the error middleware); this bounds the
+        # cases that would otherwise hang. A time-out after the commit answers 503 for a
+        # stored lead, which a retry (same Idempotency-Key or external id) turns into 200:
+        # never a 202 for a lead that is not stored.
+        async with asyncio.timeout(STORE_TIMEOUT_S):
+            lead, created = await request.app[STORE_KEY].create_lead(new_lead)
+    except TimeoutError:
+        metrics.leads_rejected.labels(reason="unavailable").inc()
+        raise StoreUnavailableError(
+            f"database did not answer within {STORE_TIMEOUT_S:g}s"
+        ) from None
+    except StoreUnavailableError:
+        metrics.leads_rejected.labels(reason="unavailable").inc()
+        raise
     metrics.leads_received.labels(outcome="created" if created else "duplicate").inc()
     with bound(lead_id=lead.id):
         _log.info(

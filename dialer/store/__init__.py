@@ -48,6 +48,9 @@ _UNAVAILABLE: Final = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
+    # A pooled connection the server dropped mid-protocol (a restart under load) can surface
+    # as "cannot switch to state N; another operation is in progress": still an outage.
+    asyncpg.InternalClientError,
 )
 
 

@@ -397,3 +397,44 @@ async def test_stopping_hands_ringing_leads_back(database_url: str, tmp_path: Pa
             "CANCEL",
             "ACK",
         ]
+
+
+async def test_reroute_goes_to_the_overflow_pool_without_the_rep_who_missed(
+    database_url: str, tmp_path: Path
+) -> None:
+    reps = {
+        "ann": rep_scenario(tmp_path / "ann.xml", answer_ms=None),
+        "bob": rep_scenario(tmp_path / "bob.xml", answer_ms=100),
+    }
+    prospect = prospect_scenario(tmp_path / "prospect.xml", answer_ms=100, hangup_ms=200)
+    async with floor(
+        database_url,
+        tmp_path,
+        reps,
+        prospect,
+        ringing={"ring_timeout_s": 0.4},
+        retry={"max_rounds": 2, "exclude_tried": True, "retry_after_s": 0.2},
+        routing={
+            "rules": [
+                {
+                    "name": "first",
+                    "when": "true",
+                    "pool": {"reps": ["ann"]},
+                    "overflow": {"reps": ["bob"]},
+                }
+            ],
+            "fallback": {"pool": {"reps": ["ann"]}},
+        },
+    ) as f:
+        lead_id = await f.post()
+        await f.wait(lead_id, LeadStatus.COMPLETED)
+        events = await f.events(lead_id)
+        assert [data["rep_id"] for kind, data in events if kind == "rep_answered"] == ["bob"]
+        assert f.invites(f.reps["ann"]) == 1  # ann missed it and is not rung again
+        decisions = await f.routing.decisions(lead_id)
+        pools = [d["explanation"]["pool"] for d in decisions if d["outcome"] == "routed"]
+        assert pools == ["rule", "overflow"]
+        second = decisions[-1]["explanation"]["candidates"]
+        assert {"rep": "ann", "reason": "excluded: already missed"}.items() <= next(
+            c for c in second if c["rep"] == "ann"
+        ).items()
