@@ -88,7 +88,7 @@ from dialer.store.pipeline import (
     PipelineStore,
     StepHook,
 )
-from dialer.store.routing import RepRecord, RoundRobinTurn, RoutingStore
+from dialer.store.routing import CapacityLimits, RepRecord, RoundRobinTurn, RoutingStore
 from dialer.store.sla import REROUTE_REASON as SLA_REROUTE_REASON
 from sip import RingbackRegion, SipConfig, load_prompt
 from sip.aio.rtp import RtpEngineConfig
@@ -269,6 +269,7 @@ class Pipeline:
         self.store = store
         self.routing_store = routing_store
         self.router = router
+        self._capacity_limits = CapacityLimits.from_config(config.reps)
         self.calls = calls
         self.settings = settings
         self._listen_dsn = listen_dsn
@@ -358,6 +359,7 @@ class Pipeline:
         (reps, rules, ringing, retry, compliance). Calls in progress keep their ring plan."""
         self.config = config
         self.router = router
+        self._capacity_limits = CapacityLimits.from_config(config.reps)
 
     async def drain(self, timeout_s: float | None = None) -> tuple[int, int]:
         """SIGTERM: stop claiming at once, let the leads in hand finish for up to
@@ -583,7 +585,7 @@ class Pipeline:
             await self._finish(lead, LeadStatus.FAILED, reason="invalid_lead", detail=str(exc))
             return
         records, cursors, context = await asyncio.gather(
-            self.routing_store.list_reps(at=now),
+            self.routing_store.routing_reps(self._capacity_limits, at=now),
             self.routing_store.cursors(),
             self.store.routing_context(lead.id, lead.lead.phone, now),
         )

@@ -20,7 +20,7 @@ from dialer.config import RepConfig
 from dialer.domain import RepStatus
 from dialer.routing.availability import RepState
 
-__all__ = ["RepRecord", "RoundRobinTurn", "RoutingStore"]
+__all__ = ["CapacityLimits", "RepRecord", "RoundRobinTurn", "RoutingStore"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,6 +101,37 @@ CASE WHEN r.calls_day = ($1::timestamptz AT TIME ZONE r.timezone)::date
 _LIST_REPS: Final = f"""
 SELECT {_REP_COLUMNS} FROM reps r WHERE r.active OR $2 ORDER BY r.id
 """  # noqa: S608 (interpolates constants only)
+
+# What routing needs, per lead: the router only asks whether a rep *reached* a capacity
+# limit, so only reps with a limit are counted, and no further than the limit ($2..$4: rep
+# ids, max per hour, max per day; NULL: no such limit). Counting every assignment of the day
+# for every rep, per lead, grows with the day's volume (thousands of index rows per lead by
+# the afternoon); this reads at most the limits.
+_ROUTING_REPS: Final = """
+SELECT r.id, r.name, r.sip_uri, r.timezone, r.active, r.status, r.status_changed_at,
+       r.reserved_by, r.reserved_until, r.reserved_by_daemon, r.last_assigned_at,
+       CASE WHEN r.calls_day = ($1::timestamptz AT TIME ZONE r.timezone)::date
+            THEN r.calls_today ELSE 0 END AS calls_today,
+       CASE WHEN c.max_hour IS NULL THEN 0 ELSE (
+           SELECT count(*) FROM (
+               SELECT 1 FROM rep_assignments a
+               WHERE a.rep_id = r.id AND a.assigned_at > $1::timestamptz - interval '1 hour'
+                 AND a.assigned_at <= $1::timestamptz
+               LIMIT c.max_hour) AS capped) END AS leads_last_hour,
+       CASE WHEN c.max_day IS NULL THEN 0 ELSE (
+           SELECT count(*) FROM (
+               SELECT 1 FROM rep_assignments a
+               WHERE a.rep_id = r.id
+                 AND a.assigned_at >= (date_trunc('day', $1::timestamptz AT TIME ZONE r.timezone)
+                                       AT TIME ZONE r.timezone)
+                 AND a.assigned_at <= $1::timestamptz
+               LIMIT c.max_day) AS capped) END AS leads_today
+FROM reps r
+LEFT JOIN unnest($2::text[], $3::int8[], $4::int8[]) AS c (rep_id, max_hour, max_day)
+       ON c.rep_id = r.id
+WHERE r.active
+ORDER BY r.id
+"""
 
 _GET_REP: Final = f"""
 SELECT {_REP_COLUMNS} FROM reps r WHERE r.id = $2
@@ -202,6 +233,23 @@ RETURNING id
 """
 
 
+@dataclass(frozen=True, slots=True)
+class CapacityLimits:
+    """A rep's ``max_leads_per_hour`` / ``max_leads_per_day`` (None: no limit)."""
+
+    per_hour: int | None
+    per_day: int | None
+
+    @classmethod
+    def from_config(cls, reps: Sequence[RepConfig]) -> dict[str, CapacityLimits]:
+        """The limits of the reps in ``reps`` that have any, by rep id."""
+        return {
+            rep.id: cls(rep.max_leads_per_hour, rep.max_leads_per_day)
+            for rep in reps
+            if rep.max_leads_per_hour is not None or rep.max_leads_per_day is not None
+        }
+
+
 def _now(at: datetime | None) -> datetime:
     return at if at is not None else datetime.now(UTC)
 
@@ -271,6 +319,23 @@ class RoutingStore:
     ) -> list[RepRecord]:
         """Every configured rep with live state and counters at ``at``, by id."""
         rows = await self._pool.fetch(_LIST_REPS, _now(at), include_inactive)
+        return [_record(row) for row in rows]
+
+    async def routing_reps(
+        self, limits: Mapping[str, CapacityLimits], *, at: datetime | None = None
+    ) -> list[RepRecord]:
+        """The active reps as routing reads them at ``at``, by id: like :meth:`list_reps`, but
+        ``leads_last_hour`` / ``leads_today`` are counted only for the reps in ``limits`` and
+        only up to their limit (exact below it, equal to it at or above it: all the router's
+        capacity check needs); 0 for a rep, or a period, without a limit."""
+        ids = list(limits)
+        rows = await self._pool.fetch(
+            _ROUTING_REPS,
+            _now(at),
+            ids,
+            [limits[rep_id].per_hour for rep_id in ids],
+            [limits[rep_id].per_day for rep_id in ids],
+        )
         return [_record(row) for row in rows]
 
     async def get_rep(self, rep_id: str, *, at: datetime | None = None) -> RepRecord | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -13,7 +14,7 @@ from dialer.domain import RepStatus
 from dialer.routing import Outcome, Router, derive_facts, ruleset_document, ruleset_version
 from dialer.store import NewLead, Store
 from dialer.store.pool import create_pool
-from dialer.store.routing import RoundRobinTurn, RoutingStore
+from dialer.store.routing import CapacityLimits, RoundRobinTurn, RoutingStore
 
 T0 = datetime(2024, 6, 4, 16, 0, tzinfo=UTC)
 
@@ -79,6 +80,57 @@ async def test_counters_for_capacity_and_strategies(db_pool: asyncpg.Pool) -> No
     assert record.last_assigned_at == T0 - timedelta(minutes=5)
     state = record.state
     assert (state.leads_last_hour, state.leads_today, state.calls_today) == (2, 3, 2)
+
+
+async def test_routing_reps_count_capacity_only_up_to_the_limits(db_pool: asyncpg.Pool) -> None:
+    routing = RoutingStore(db_pool)
+    reps = [
+        rep("ann", timezone="America/New_York", max_leads_per_hour=5, max_leads_per_day=2),
+        rep("bob", max_leads_per_day=10),
+        rep("cat"),
+    ]
+    await routing.sync_reps(reps, at=T0)
+    for rep_id in ("ann", "bob", "cat"):
+        for minutes_ago in (5, 30, 90, 60 * 14):
+            await routing.record_assignment(
+                rep_id, f"{rep_id}-{minutes_ago}", at=T0 - timedelta(minutes=minutes_ago)
+            )
+    limits = CapacityLimits.from_config(reps)
+    assert limits == {"ann": CapacityLimits(5, 2), "bob": CapacityLimits(None, 10)}
+    full = {record.id: record for record in await routing.list_reps(at=T0)}
+    capped = {record.id: record for record in await routing.routing_reps(limits, at=T0)}
+    assert list(capped) == ["ann", "bob", "cat"]
+    # ann: 2 in the last hour (below 5: exact); 3 today in New York, counted up to 2.
+    assert (full["ann"].leads_last_hour, full["ann"].leads_today) == (2, 3)
+    assert (capped["ann"].leads_last_hour, capped["ann"].leads_today) == (2, 2)
+    # bob: no hourly limit (not counted), 4 today in UTC (below 10: exact).
+    assert (full["bob"].leads_last_hour, full["bob"].leads_today) == (2, 4)
+    assert (capped["bob"].leads_last_hour, capped["bob"].leads_today) == (0, 4)
+    # cat: no limit at all, nothing counted; everything else is as list_reps has it.
+    assert (capped["cat"].leads_last_hour, capped["cat"].leads_today) == (0, 0)
+    assert capped["cat"] == replace(full["cat"], leads_last_hour=0, leads_today=0)
+    # The router's verdicts are the same on both: ann is at her daily limit.
+    config = parse_config(
+        {
+            "reps": [
+                {"id": "ann", "sip_uri": "sip:ann@127.0.0.1", "max_leads_per_day": 2},
+                {"id": "bob", "sip_uri": "sip:bob@127.0.0.1", "max_leads_per_day": 10},
+                {"id": "cat", "sip_uri": "sip:cat@127.0.0.1"},
+            ],
+            "compliance": {"calling_hours": "00:00-24:00"},
+        },
+        env={},
+    )
+    router = Router(config)
+    facts = derive_facts(lead_id="L", phone="+14155552671", clock_start=T0)
+    verdicts = [
+        {c.rep: c.eligible for c in router.decide(facts, states, T0).candidates}
+        for states in (
+            {r.id: r.state for r in full.values()},
+            {r.id: r.state for r in capped.values()},
+        )
+    ]
+    assert verdicts[0] == verdicts[1] == {"ann": False, "bob": True, "cat": True}
 
 
 async def test_reserve_release_and_lease(db_pool: asyncpg.Pool) -> None:
