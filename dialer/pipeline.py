@@ -14,12 +14,14 @@ Statuses (DESIGN §6)::
 
 Work. A :class:`Pipeline` claims leads from the database (``FOR UPDATE SKIP LOCKED`` with a
 lease, :mod:`dialer.store.pipeline`) and works on each in its own task, at most
-``max_active`` at once. It is woken at once when a lead is stored or a rep becomes free
-(PostgreSQL ``LISTEN dialer_pipeline``, fed by triggers, so every daemon on the database
-hears it; :meth:`Pipeline.wake` for an in-process hint) and polls as a safety net: scheduled
-retries, waiting leads, and leads whose daemon died. A heartbeat renews the leases of the leads
-in hand and of their reps' reservations; every poll period, reps whose wrap-up is over or whose
-daemon died are freed. Every step is one transaction with its timeline event.
+``max_active`` at once that are not bridged yet: a bridged call needs nothing from the
+pipeline until it ends (its lease is renewed with the others), so it stops counting there and
+counts against ``max_bridged`` instead. It is woken at once when a lead is stored or a rep
+becomes free (PostgreSQL ``LISTEN dialer_pipeline``, fed by triggers, so every daemon on the
+database hears it; :meth:`Pipeline.wake` for an in-process hint) and polls as a safety net:
+scheduled retries, waiting leads, and leads whose daemon died. A heartbeat renews the leases of
+the leads in hand and of their reps' reservations; every poll period, reps whose wrap-up is
+over or whose daemon died are freed. Every step is one transaction with its timeline event.
 
 Recovery (a daemon died, or stopped without finishing a lead). Its leads' leases lapse and any
 daemon claims them again (a daemon restarted with the same ``[daemon] instance_id`` takes its
@@ -194,8 +196,12 @@ class PipelineSettings:
     poll_interval_s: float | None = None
     #: How often a waiting lead is routed again when no rep became free meanwhile.
     waiting_recheck_s: float = 5.0
-    #: Leads worked on at once (routing or in a call).
+    #: Leads worked on at once before their call is bridged (routing, ringing reps, calling
+    #: the prospect): the pipeline's own work in flight.
     max_active: int = 500
+    #: Bridged calls held at once on top of ``max_active`` (each a task waiting for its BYE,
+    #: with its lease renewed): bounds the leads in hand when calls are long.
+    max_bridged: int = 10_000
     #: Leads claimed per query.
     claim_batch: int = 50
     #: How long :meth:`Pipeline.stop` waits for leads in hand to settle.
@@ -237,6 +243,8 @@ class _Work:
     call: CallHandle | None = None
     #: Another daemon took the lead over (our lease lapsed): stop writing, hang up.
     lost: bool = False
+    #: Rep and prospect are connected: counts against ``max_bridged``, not ``max_active``.
+    bridged: bool = False
 
 
 def _now() -> datetime:
@@ -279,6 +287,8 @@ class Pipeline:
         self._stopping = False
         self._draining = False
         self._active: dict[str, _Work] = {}
+        #: How many of ``_active`` are bridged.
+        self._bridged_count = 0
         self._loops: list[asyncio.Task[None]] = []
 
     # ----------------------------------------------------------------------- life cycle
@@ -322,6 +332,7 @@ class Pipeline:
             instance_id=self.instance_id,
             lease_s=self.settings.lease_s,
             max_active=self.settings.max_active,
+            max_bridged=self.settings.max_bridged,
         )
 
     async def stop(self) -> None:
@@ -471,7 +482,7 @@ class Pipeline:
     async def _claim_and_start(self, *, rep_freed: bool) -> bool:
         """Claim what there is room for; True when more may be waiting."""
         settings = self.settings
-        free = settings.max_active - len(self._active)
+        free = self._room()
         if free <= 0:
             return False
         batch = min(free, settings.claim_batch)
@@ -483,7 +494,23 @@ class Pipeline:
             )
         for claim in claims:
             self._start_work(claim)
-        return len(claims) >= batch and len(self._active) < settings.max_active
+        return len(claims) >= batch and self._room() > 0
+
+    def _room(self) -> int:
+        """How many more leads may be claimed now (``max_active``, ``max_bridged``)."""
+        settings = self.settings
+        in_progress = len(self._active) - self._bridged_count
+        in_hand_limit = settings.max_active + settings.max_bridged
+        return min(settings.max_active - in_progress, in_hand_limit - len(self._active))
+
+    def _mark_bridged(self, work: _Work) -> None:
+        """``work``'s call is bridged: it no longer takes a ``max_active`` place."""
+        if work.bridged or self._active.get(work.lead_id) is not work:
+            return
+        work.bridged = True
+        self._bridged_count += 1
+        if not self._stopping:
+            self._wake_event.set()
 
     def _start_work(self, claim: Claim) -> None:
         work = _Work(lead_id=claim.lead.id)
@@ -494,6 +521,8 @@ class Pipeline:
     def _work_done(self, work: _Work) -> None:
         if self._active.get(work.lead_id) is work:
             del self._active[work.lead_id]
+            if work.bridged:
+                self._bridged_count -= 1
         if not self._stopping:
             self._wake_event.set()
 
@@ -1078,13 +1107,15 @@ class _CallTracker:
             self.lead = replace(self.lead, prospect_attempts=self.lead.prospect_attempts + 1)
 
     async def _bridged(self, event: CallEvent, at: datetime) -> None:
-        await self._append(
+        connected = await self._append(
             LeadStatus.CONNECTED.value,
             {**event.timeline_data(), "rep_id": self.winner},
             at,
             status=LeadStatus.CONNECTED,
             from_statuses=[LeadStatus.CALLING_PROSPECT],
         )
+        if connected is not None:
+            self.pipeline._mark_bridged(self.work)
 
 
 # --------------------------------------------------------------------------- composition

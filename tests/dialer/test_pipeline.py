@@ -122,6 +122,7 @@ async def floor(
     prospect: Path,
     *,
     instance_id: str = "test-daemon",
+    pipeline_settings: Mapping[str, Any] | None = None,
     **sections: Mapping[str, Any],
 ) -> AsyncIterator[Floor]:
     """Start SIPp reps and prospect, a call controller and the pipeline; stop all after."""
@@ -154,6 +155,7 @@ async def floor(
             waiting_recheck_s=0.3,
             drain_timeout_s=5,
             page_url_base="http://127.0.0.1:8080",
+            **(pipeline_settings or {}),
         )
         pipeline = Pipeline(
             config=config,
@@ -211,6 +213,39 @@ async def test_lead_rings_reps_bridges_first_answer_and_completes(
             assert record.reserved_by is None, record
         decisions = await f.routing.decisions(lead_id)
         assert [d["outcome"] for d in decisions] == ["routed"]
+
+
+async def test_a_bridged_call_frees_its_max_active_place_within_max_bridged(
+    database_url: str, tmp_path: Path
+) -> None:
+    reps = {
+        rep_id: rep_scenario(tmp_path / f"{rep_id}.xml", answer_ms=100)
+        for rep_id in ("ann", "bob", "cat")
+    }
+    prospect = prospect_scenario(tmp_path / "prospect.xml", answer_ms=100, hangup_ms=2500)
+    async with floor(
+        database_url,
+        tmp_path,
+        reps,
+        prospect,
+        pipeline_settings={"max_active": 1, "max_bridged": 1},
+    ) as f:
+        lead_ids = [await f.post(name=f"Lead {n}") for n in range(3)]
+        most_connected = 0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            statuses = [(await f.store.get_lead(lead_id)) for lead_id in lead_ids]
+            assert all(lead is not None for lead in statuses)
+            connected = sum(1 for lead in statuses if lead and lead.status is LeadStatus.CONNECTED)
+            most_connected = max(most_connected, connected)
+            if all(lead and lead.status is LeadStatus.COMPLETED for lead in statuses):
+                break
+            await asyncio.sleep(0.02)
+        # One lead in progress at a time (max_active = 1), yet a second call is bridged while
+        # the first talks; the third waits for one to end (max_bridged = 1).
+        assert most_connected == 2
+        for lead_id in lead_ids:
+            assert await f.wait(lead_id, LeadStatus.COMPLETED, timeout=1) == "completed"
 
 
 async def test_no_answer_retries_then_waits_for_a_rep_who_becomes_available(
