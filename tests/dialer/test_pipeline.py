@@ -218,9 +218,11 @@ async def test_lead_rings_reps_bridges_first_answer_and_completes(
 async def test_a_bridged_call_frees_its_max_active_place_within_max_bridged(
     database_url: str, tmp_path: Path
 ) -> None:
+    # Distinct answer delays: two SIPp reps answering at the same instant would race the
+    # loser's CANCEL, and SIPp aborts such a call instead of answering the daemon's BYE.
     reps = {
-        rep_id: rep_scenario(tmp_path / f"{rep_id}.xml", answer_ms=100)
-        for rep_id in ("ann", "bob", "cat")
+        rep_id: rep_scenario(tmp_path / f"{rep_id}.xml", answer_ms=answer_ms)
+        for rep_id, answer_ms in (("ann", 100), ("bob", 400), ("cat", 700))
     }
     prospect = prospect_scenario(tmp_path / "prospect.xml", answer_ms=100, hangup_ms=2500)
     async with floor(
