@@ -150,6 +150,10 @@ _DB_ERRORS: Final = (
     TimeoutError,
 )
 
+#: Candidates listed in the routing decision kept with a lead (the rest are counted by
+#: reason; ``RoutingDecision.to_json``). ``dialer route explain`` always lists every rep.
+MAX_STORED_CANDIDATES: Final = 50
+
 #: After the drain time-out hangs calls up, how long their leads get to settle.
 _DRAIN_HANGUP_GRACE_S: Final = 5.0
 
@@ -565,7 +569,12 @@ class Pipeline:
                 if recovered is None:
                     return
                 lead = recovered
-            await self._route_and_ring(lead, work, recovering=claim.recovered)
+            routed = await self._route(lead, work, recovering=claim.recovered)
+            if routed is not None:
+                # Ring from here, not inside _route: its locals (every rep's record, the
+                # decision and its explanation) would otherwise stay alive for the whole call,
+                # about 1 KB per rep on the floor for every call held.
+                await self._ring(*routed, work)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -606,13 +615,18 @@ class Pipeline:
             self._rep_may_be_free()
         return lead
 
-    async def _route_and_ring(self, lead: PipelineLead, work: _Work, *, recovering: bool) -> None:
+    async def _route(
+        self, lead: PipelineLead, work: _Work, *, recovering: bool
+    ) -> tuple[PipelineLead, RingPlan] | None:
+        """Route ``lead`` and reserve its reps: the lead as moved to ``ringing_reps`` and the
+        ring plan to dial, or None when it was settled otherwise (waiting, scheduled, blocked,
+        failed, or its reps given back)."""
         now = _now()
         try:
             facts = facts_for_lead(lead.lead, default_region=self.config.api.default_region)
         except InvalidLeadError as exc:
             await self._finish(lead, LeadStatus.FAILED, reason="invalid_lead", detail=str(exc))
-            return
+            return None
         records, cursors, context = await asyncio.gather(
             self.routing_store.routing_reps(self._capacity_limits, at=now),
             self.routing_store.cursors(),
@@ -634,7 +648,7 @@ class Pipeline:
             version=decision.version,
             rule=decision.rule,
             outcome=decision.outcome.value,
-            explanation=decision.to_json(),
+            explanation=decision.to_json(max_candidates=MAX_STORED_CANDIDATES),
             decided_at=now,
         )
         sla_due = LeadChanges(sla_due_at=decision.sla_due_at)
@@ -647,7 +661,7 @@ class Pipeline:
                 decision=record,
                 sla_due_at=decision.sla_due_at,
             )
-            return
+            return None
         if decision.outcome is Outcome.SCHEDULED:
             retry_at = decision.compliance.next_allowed_at
             await self.store.update(
@@ -661,7 +675,7 @@ class Pipeline:
                 ),
                 decision=record,
             )
-            return
+            return None
         reserved: list[str] = []
         order = [rep for rep in decision.ordered_reps if rep not in excluded]
         if decision.outcome is Outcome.ROUTED and order:
@@ -684,7 +698,7 @@ class Pipeline:
                     decision=record,
                     sla_due_at=decision.sla_due_at,
                 )
-                return
+                return None
             if decision.outcome is not Outcome.ROUTED:
                 reason = "reps_tried" if _only_excluded_left(decision) else "no_rep_available"
             elif order:
@@ -692,10 +706,10 @@ class Pipeline:
             else:
                 reason = "reps_tried"
             await self._wait(lead, reason=reason, decision=record, at=now, sla=decision)
-            return
+            return None
         if self._stopping or work.lost:
             await self.routing_store.release_reps(lead.id, reserved)
-            return
+            return None
         plan = self.router.ring_plan_for(decision, reserved)
         plan = replace(
             plan,
@@ -726,8 +740,8 @@ class Pipeline:
         )
         if ringing is None:
             await self.routing_store.release_reps(lead.id, reserved)
-            return
-        await self._ring(ringing, plan, work)
+            return None
+        return ringing, plan
 
     def _excluded(self, lead: PipelineLead, records: Sequence[RepRecord]) -> set[str]:
         """Reps not to ring this time: after rounds nobody answered, the reps already tried

@@ -221,8 +221,40 @@ class RoutingDecision:
         """Rep ids of the ring plan, in ring order."""
         return () if self.ring_plan is None else tuple(t.rep_id for t in self.ring_plan.targets)
 
-    def to_json(self) -> dict[str, Any]:
-        """The explanation as one JSON-able object (``route explain --json``, the API)."""
+    def _candidates_json(self, limit: int | None) -> dict[str, Any]:
+        total = sum(len(screened.rep_ids) for screened in self._screened)
+        if limit is None or total <= limit:
+            return {"candidates": [candidate.to_json() for candidate in self.candidates]}
+        listed: list[dict[str, Any]] = []
+        counts: dict[str, dict[str, int]] = {}
+        for screened in self._screened:
+            blocked = screened.blocked
+            by_reason = counts.setdefault(screened.stage.value, {})
+            eligible = len(screened.rep_ids) - len(blocked)
+            if eligible:
+                by_reason[AVAILABLE] = by_reason.get(AVAILABLE, 0) + eligible
+            for reason in blocked.values():
+                by_reason[str(reason)] = by_reason.get(str(reason), 0) + 1
+            for position, rep in enumerate(screened.rep_ids):
+                if len(listed) >= limit:
+                    break
+                if position not in blocked:
+                    listed.append(Candidate(rep, True, AVAILABLE, screened.stage).to_json())
+        return {
+            "candidates": listed,
+            "candidates_listed": "eligible_first_only",
+            "candidate_counts": counts,
+        }
+
+    def to_json(self, *, max_candidates: int | None = None) -> dict[str, Any]:
+        """The explanation as one JSON-able object (``route explain --json``, the API).
+
+        ``max_candidates`` bounds ``candidates`` for the record kept with every lead: when the
+        pools tried hold more reps than that, only the first ``max_candidates`` eligible ones
+        are listed (pool order) and ``candidate_counts`` gives how many reps of each pool were
+        kept or skipped for each reason; ``candidates_listed`` says the list is partial. With
+        a floor of thousands of reps the full list is hundreds of KB per lead.
+        """
         plan = self.ring_plan
         return {
             "lead": self.lead_id,
@@ -240,7 +272,7 @@ class RoutingDecision:
                 "wave_size": None if plan is None else plan.wave_size,
                 "accept": self.accept,
             },
-            "candidates": [candidate.to_json() for candidate in self.candidates],
+            **self._candidates_json(max_candidates),
             "sla": {
                 "due_at": self.sla_due_at.isoformat(),
                 "seconds": self.sla_seconds,

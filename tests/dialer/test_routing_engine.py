@@ -352,6 +352,34 @@ def test_candidates_explain_each_reason() -> None:
     assert explained["ring_plan"]["targets"] == ["ann"]
 
 
+def test_stored_explanation_lists_a_bounded_number_of_candidates() -> None:
+    config = make_config(
+        reps=[rep(f"r{n:03d}", teams=["west"] if n < 100 else []) for n in range(150)],
+        teams=[{"id": "west"}],
+        routing={"rules": [{"name": "west", "pool": {"teams": ["west"]}}]},
+    )
+    router = Router(config)
+    # Every west rep but the last 3 is busy: the rule's pool has 3 eligible, then the
+    # fallback is not reached (a rule pool with eligible reps wins).
+    busy = {f"r{n:03d}": BUSY for n in range(97)}
+    decision = router.decide(facts(), states(**busy), NOW)
+    full = decision.to_json()
+    assert len(full["candidates"]) == 100 and "candidate_counts" not in full
+    # Under the limit the bounded form is the full one.
+    assert decision.to_json(max_candidates=100) == full
+    bounded = decision.to_json(max_candidates=2)
+    assert bounded["candidates"] == [
+        {"rep": "r097", "eligible": True, "reason": "available", "pool": "rule"},
+        {"rep": "r098", "eligible": True, "reason": "available", "pool": "rule"},
+    ]
+    assert bounded["candidates_listed"] == "eligible_first_only"
+    assert bounded["candidate_counts"] == {"rule": {"available": 3, "busy": 97}}
+    assert {k: v for k, v in bounded.items() if not k.startswith("candidate")} == {
+        k: v for k, v in full.items() if k != "candidates"
+    }
+    assert len(json.dumps(bounded)) < len(json.dumps(full)) / 5
+
+
 def test_working_hours_cache_follows_the_clock() -> None:
     config = make_config(
         reps=[rep("ann", timezone="America/New_York", working_hours={"tue": "09:00-17:00"})]
