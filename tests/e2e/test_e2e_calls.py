@@ -144,6 +144,7 @@ async def test_lead_list_paginates_and_filters_by_status(
         ("prospect_busy", "prospect_busy"),
         ("prospect_no_answer", "prospect_no_answer"),
         ("rep_hung_up", "failed"),
+        ("trunk_auth_failed", "failed"),
         ("do_not_call", "blocked_compliance"),
     ],
 )
@@ -160,6 +161,9 @@ async def test_each_failure_path_ends_in_its_named_state(
         prospect = prospect_scenario(
             tmp_path / "prospect.xml", answer_ms=200, final_status="480 Temporarily Unavailable"
         )
+    elif case == "trunk_auth_failed":
+        # The trunk refuses the daemon (no credentials configured for it): a final 401.
+        prospect = prospect_scenario(tmp_path / "prospect.xml", final_status="401 Unauthorized")
     elif case == "rep_hung_up":
         rep = rep_scenario(tmp_path / "ann.xml", answer_ms=100, hangup_before_bridge_ms=700)
         prospect = prospect_scenario(tmp_path / "prospect.xml", answer_ms=None)
@@ -191,6 +195,7 @@ async def test_each_failure_path_ends_in_its_named_state(
                 "prospect_busy": "prospect_busy",
                 "prospect_no_answer": "prospect_no_answer",
                 "rep_hung_up": "rep_hung_up",
+                "trunk_auth_failed": "trunk_auth_failed",
                 "do_not_call": "do_not_call",
             }[case]
         )
