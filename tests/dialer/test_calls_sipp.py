@@ -269,6 +269,37 @@ def assert_bridged_media(rep_result: SippResult, prospect_result: SippResult) ->
     assert prospect_invites[-1].media == sent_answers(rep_result)[0].media
 
 
+def assert_never_bridged_media(rep_result: SippResult, prospect_result: SippResult) -> None:
+    """The call ended before any bridge: the rep's one INVITE was never followed by a
+    re-INVITE to the prospect's media, and the prospect was offered the rep's media."""
+    assert len(received(rep_result, "INVITE")) == 1, "no bridge re-INVITE"
+    (answer,) = sent_answers(rep_result)
+    assert [invite.media for invite in received(prospect_result, "INVITE")] == [answer.media]
+
+
+def invites_by_call(result: SippResult) -> dict[str, list[Logged]]:
+    """The INVITEs a peer received, by Call-ID, in order."""
+    calls: dict[str, list[Logged]] = {}
+    for invite in received(result, "INVITE"):
+        calls.setdefault(invite.header("Call-ID") or "", []).append(invite)
+    return calls
+
+
+def assert_media_per_call(
+    rep_result: SippResult, prospect_result: SippResult, *, bridged: int, unbridged: int = 0
+) -> None:
+    """Several calls through one rep peer and one prospect peer: ``bridged`` rep calls ended
+    re-INVITEd to a prospect's answered media, ``unbridged`` never left their first offer, and
+    every prospect INVITE carried a rep's answered media."""
+    prospect_media = {answer.media for answer in sent_answers(prospect_result)}
+    rep_media = {answer.media for answer in sent_answers(rep_result)}
+    rep_calls = list(invites_by_call(rep_result).values())
+    moved = [invites for invites in rep_calls if len(invites) == 2]
+    assert len(moved) == bridged and len(rep_calls) == bridged + unbridged
+    assert all(invites[-1].media in prospect_media for invites in moved)
+    assert all(invite.media in rep_media for invite in received(prospect_result, "INVITE"))
+
+
 # -- the acceptance tests of issue 5 ----------------------------------------------------------
 
 
@@ -412,8 +443,7 @@ async def test_prospect_busy_hangs_up_the_rep() -> None:
     prospect_leg = outcome.prospect_leg
     assert prospect_leg is not None
     assert (prospect_leg.result, prospect_leg.final_status) == (LegResult.BUSY, 486)
-    # The prospect was offered the rep's media.
-    assert received(rp, "INVITE")[0].media == sent_answers(r1)[0].media
+    assert_never_bridged_media(r1, rp)
 
 
 async def test_prospect_no_answer_is_cancelled() -> None:
@@ -434,6 +464,7 @@ async def test_prospect_no_answer_is_cancelled() -> None:
     assert prospect_leg is not None and prospect_leg.result is LegResult.NO_ANSWER
     assert prospect_leg.cancelled_at is not None and prospect_leg.invite_sent_at is not None
     assert prospect_leg.cancelled_at - prospect_leg.invite_sent_at >= 0.99
+    assert_never_bridged_media(r1, rp)
 
 
 async def test_rep_hangs_up_first_after_the_bridge() -> None:
@@ -467,6 +498,7 @@ async def test_rep_hangs_up_before_the_prospect_answers() -> None:
     assert (outcome.result, outcome.ended_by) == (CallResult.REP_HUNG_UP, Party.REP)
     prospect_leg = outcome.prospect_leg
     assert prospect_leg is not None and prospect_leg.result is LegResult.CANCELLED
+    assert_never_bridged_media(r1, rp)
 
 
 async def test_trunk_digest_challenge_is_answered() -> None:
@@ -510,6 +542,7 @@ async def test_trunk_at_max_calls_queues_the_second_prospect() -> None:
     assert second_prospect.invite_sent_at >= first_prospect.ended_at
     assert two.rep_answered_at is not None
     assert second_prospect.invite_sent_at - two.rep_answered_at >= 0.4  # it waited in line
+    assert_media_per_call(r1, rp, bridged=2)
 
 
 async def test_trunk_full_with_no_waiting_room_is_trunk_busy() -> None:
@@ -530,6 +563,7 @@ async def test_trunk_full_with_no_waiting_room_is_trunk_busy() -> None:
     assert results_by_call == sorted([CallResult.COMPLETED, CallResult.TRUNK_BUSY])
     busy = one if one.result is CallResult.TRUNK_BUSY else two
     assert busy.prospect_leg is not None and busy.prospect_leg.result is LegResult.TRUNK_BUSY
+    assert_media_per_call(r1, rp, bridged=1, unbridged=1)
 
 
 async def test_trunk_503_fails_over_to_the_next_trunk() -> None:
