@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from dialer.sipp import SippPeer, scenario_path
 from tests.conftest import DaemonProcess
 from tests.support.pipeline import (
     daemon_floor,
@@ -207,3 +208,51 @@ async def test_each_failure_path_ends_in_its_named_state(
             [ann] = (await reply.json())["reps"]
         assert ann["reserved_by"] is None
         assert ann["status"] == "available"
+
+
+async def test_press1_voicemail_leg_is_on_the_timeline_and_in_the_report_per_rep(
+    tmp_path: Path, database_url: str, daemons: list[DaemonProcess]
+) -> None:
+    """``accept = "press1"`` through the daemon: the voicemail box ``vm`` picks up first and
+    never presses a key (hung up after accept_timeout_s, ``rep_voicemail``), ``ann`` presses 1
+    over SIP INFO and is bridged; the SLA report counts the voicemail for ``vm``."""
+    reps = {
+        "vm": SippPeer(scenario=scenario_path("press1_rep_voicemail"), calls=None, timeout_s=60),
+        "ann": SippPeer(
+            scenario=scenario_path("press1_rep_info"),
+            pause_ms=1500,
+            calls=None,
+            timeout_s=60,
+            keys={"digit": "1"},
+        ),
+    }
+    prospect = prospect_scenario(tmp_path / "prospect.xml", answer_ms=100, hangup_ms=300)
+    async with daemon_floor(
+        tmp_path,
+        database_url,
+        daemons,
+        reps=reps,
+        prospect=prospect,
+        ring_timeout_s=10.0,
+        ringing={"accept": "press1", "accept_timeout_s": 1.0},
+    ) as floor:
+        await floor.start()
+        lead_id = await floor.post()
+        lead = await floor.wait(lead_id, "completed")
+        [voicemail] = data_of(lead, "rep_voicemail")
+        assert voicemail["rep_id"] == "vm"
+        assert lead["assigned_rep"] == "ann"
+        ended = {d["rep_id"]: d["result"] for d in data_of(lead, "rep_leg_ended")}
+        assert ended["vm"] == "voicemail"
+        assert kinds(lead).index("rep_voicemail") < kinds(lead).index("rep_answered")
+        assert floor.invites(floor.prospect) == 1
+        headers = {"Authorization": f"Bearer {floor.token}"}
+        async with floor.session().get(
+            "/v1/reports/sla", params={"group_by": "rep"}, headers=headers
+        ) as reply:
+            assert reply.status == 200
+            report = await reply.json()
+        by_rep = {group["key"]: group for group in report["groups"]}
+        assert by_rep["vm"]["voicemail"] == 1 and by_rep["vm"]["leads"] == 0
+        assert by_rep["ann"]["voicemail"] == 0 and by_rep["ann"]["leads"] == 1
+        assert report["total"]["voicemail"] == 1

@@ -451,6 +451,7 @@ def pipeline_config(
     wrap_up_s: float = 0.0,
     max_missed: int = 100,
     retry: Mapping[str, Any] | None = None,
+    ringing: Mapping[str, Any] | None = None,
     token: str = DEFAULT_TOKEN,
 ) -> str:
     """A whole daemon config (TOML): API on a free port with ``token``, ``database_url``,
@@ -480,6 +481,7 @@ def pipeline_config(
         f"ring_timeout_s = {ring_timeout_s}",
         f"wrap_up_s = {wrap_up_s}",
         f"max_missed = {max_missed}",
+        *(f"{key} = {toml_value(value)}" for key, value in (ringing or {}).items()),
         "[retry]",
     ]
     for key, value in {"retry_after_s": 0.5, "max_rounds": 1, **(retry or {})}.items():
@@ -641,18 +643,23 @@ async def daemon_floor(
     database_url: str,
     daemons: list[DaemonProcess],
     *,
-    reps: Mapping[str, Path],
+    reps: Mapping[str, Path | SippPeer],
     prospect: Path,
     **config: Any,
 ) -> AsyncIterator[DaemonFloor]:
-    """Start SIPp for ``reps`` (id -> scenario) and the prospect; no daemon yet (``start``).
+    """Start SIPp for ``reps`` (id -> scenario, or a whole :class:`SippPeer` when it needs
+    ``-key`` values) and the prospect; no daemon yet (``start``).
     Everything is stopped on exit (daemons SIGTERMed, then killed)."""
     async with contextlib.AsyncExitStack() as stack:
         rep_procs = {
             rep_id: await stack.enter_async_context(
-                SippProcess(SippPeer(scenario=path, calls=None, timeout_s=120))
+                SippProcess(
+                    rep
+                    if isinstance(rep, SippPeer)
+                    else SippPeer(scenario=rep, calls=None, timeout_s=120)
+                )
             )
-            for rep_id, path in reps.items()
+            for rep_id, rep in reps.items()
         }
         trunk = await stack.enter_async_context(
             SippProcess(SippPeer(scenario=prospect, calls=None, timeout_s=120))
