@@ -518,6 +518,10 @@ class RingSession:
                 result = _CANCELLED_RESULT[rep.cancel_cause]
             else:
                 result = classify_final_status(status)
+        if status is not None and 200 <= status < 300:
+            # A 2xx that crossed our CANCEL: the SIP layer ACKed (and BYEd) it as it arrived,
+            # so the record still shows when this rep answered.
+            rep.record = replace(rep.record, answered_at=now, acked_at=now)
         self._end_leg(leg, rep, now, result=result, status=status)
         self._after_leg_over(now)
 

@@ -257,7 +257,9 @@ async def test_two_daemons_never_share_a_rep_and_round_robin_stays_fair(database
                     overlaps.append(rep_id)
                 held.add(rep_id)
                 assigned[rep_id] += 1
-                await asyncio.sleep(0)  # "ringing": let the other daemon run meanwhile
+                # "Ringing": hold the rep for a real while (not one loop turn) so the other
+                # daemon reserves meanwhile and a double reservation would show up in `held`.
+                await asyncio.sleep(0.002)
                 held.discard(rep_id)
                 assert await routing.release_reps(lead_id, at=now) == [rep_id]
                 done += 1
