@@ -315,6 +315,23 @@ digits_re = re.compile(r"[0-9]+")
 # (Max-Forwards: RFC 3261 §20.22 "an integer in the range 0-255"; leading zeros allowed)
 max_forwards_re = re.compile(r"0*(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])")
 
+# Reason            =  "Reason" HCOLON reason-value *(COMMA reason-value)   (RFC 3326 §2)
+# reason-value      =  protocol *(SEMI reason-params)
+# protocol          =  "SIP" / "Q.850" / token
+# reason-params     =  protocol-cause / reason-text / reason-extension
+# protocol-cause    =  "cause" EQUAL cause
+# cause             =  1*DIGIT
+# reason-text       =  "text" EQUAL quoted-string
+# reason-extension  =  generic-param
+# (one reason-value; the list is split on top-level commas first)
+reason_value_re = re.compile(rf"{SWS}({TOKEN})({GENERIC_PARAMS}){SWS}")
+
+# Call-Info   =  "Call-Info" HCOLON info *(COMMA info)                       (RFC 3261 §20.9)
+# info        =  LAQUOT absoluteURI RAQUOT *( SEMI info-param)
+# info-param  =  ( "purpose" EQUAL ( "icon" / "info" / "card" / token ) ) / generic-param
+# (absoluteURI here includes http(s), sip and sips URIs, as any uric run after a scheme)
+call_info_value_re = re.compile(rf"{SWS}<({SCHEME}:{URIC})>({GENERIC_PARAMS}){SWS}")
+
 # Retry-After  =  "Retry-After" HCOLON delta-seconds
 #                 [ comment ] *( SEMI retry-param )
 # comment  =  LPAREN *(ctext / quoted-pair / comment) RPAREN

@@ -20,14 +20,18 @@ from .uri import URI, Params, format_params, param_lookup, parse_uri, with_param
 __all__ = [
     "COMPACT_FORMS",
     "CSeq",
+    "CallInfo",
     "Headers",
     "NameAddr",
+    "Reason",
     "Via",
     "canonical_name",
     "parse_auth_params",
+    "parse_call_info",
     "parse_cseq",
     "parse_name_addr",
     "parse_name_addr_list",
+    "parse_reason",
     "parse_via",
     "quote",
     "split_header_values",
@@ -584,6 +588,82 @@ def parse_cseq(value: str) -> CSeq:
     if seq > _MAX_CSEQ:
         raise ParseError("CSeq number out of range")
     return CSeq(seq, method)
+
+
+# --- Reason (RFC 3326) and Call-Info (RFC 3261 §20.9) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """One ``reason-value`` (RFC 3326 §2): ``SIP;cause=200;text="Call completed elsewhere"``."""
+
+    protocol: str
+    cause: int | None = None
+    text: str | None = None
+    params: Params = ()
+
+    def __str__(self) -> str:
+        return f"{self.protocol}{format_params(self.params)}"
+
+
+def parse_reason(value: str) -> list[Reason]:
+    """Parse a Reason header value (one or more comma-separated reason-values).
+
+    ``cause`` must be digits and ``text`` a quoted string (RFC 3326 §2); other parameters are
+    kept in ``params`` with every parameter as written.
+    """
+    out: list[Reason] = []
+    for item in split_header_values(value):
+        m = _abnf.reason_value_re.fullmatch(item)
+        if m is None:
+            raise ParseError("malformed Reason header")
+        params, _ = _params_at(m.group(2), 0)
+        cause: int | None = None
+        text: str | None = None
+        for name, param in params:
+            lname = name.lower()
+            if lname == "cause":
+                if param is None or not (param.isascii() and param.isdigit()) or len(param) > 9:
+                    raise ParseError("malformed Reason cause parameter")
+                cause = int(param)
+            elif lname == "text":
+                if param is None or not param.startswith('"'):
+                    raise ParseError("Reason text parameter must be a quoted string")
+                text = unquote(param)
+        out.append(Reason(m.group(1), cause, text, params))
+    if not out:
+        raise ParseError("empty Reason header")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """One ``info`` of Call-Info (RFC 3261 §20.9): ``<https://crm/lead/7>;purpose=info``."""
+
+    uri: str
+    params: Params = ()
+
+    @property
+    def purpose(self) -> str | None:
+        """The ``purpose`` parameter (``icon``, ``info``, ``card`` or an extension token)."""
+        return param_lookup(self.params, "purpose")
+
+    def __str__(self) -> str:
+        return f"<{self.uri}>{format_params(self.params)}"
+
+
+def parse_call_info(value: str) -> list[CallInfo]:
+    """Parse a Call-Info header value: absolute URIs in angle brackets, each with parameters."""
+    out: list[CallInfo] = []
+    for item in split_header_values(value):
+        m = _abnf.call_info_value_re.fullmatch(item)
+        if m is None:
+            raise ParseError("malformed Call-Info header")
+        params, _ = _params_at(m.group(2), 0)
+        out.append(CallInfo(m.group(1), params))
+    if not out:
+        raise ParseError("empty Call-Info header")
+    return out
 
 
 # --- authentication ----------------------------------------------------------------------------

@@ -17,14 +17,18 @@ from . import _abnf
 from .errors import ParseError
 from .headers import (
     MAX_DELTA_SECONDS,
+    CallInfo,
     CSeq,
     Headers,
     NameAddr,
+    Reason,
     Via,
     canonical_name,
+    parse_call_info,
     parse_cseq,
     parse_name_addr,
     parse_name_addr_list,
+    parse_reason,
     parse_via,
 )
 from .uri import URI, SipURI, parse_uri
@@ -221,6 +225,16 @@ def _max_forwards(headers: Headers) -> int | None:
     return int(value.lstrip("0") or "0")
 
 
+def _reasons(headers: Headers) -> list[Reason]:
+    return [reason for value in headers.get_raw_values("reason") for reason in parse_reason(value)]
+
+
+def _call_info(headers: Headers) -> list[CallInfo]:
+    return [
+        info for value in headers.get_raw_values("call-info") for info in parse_call_info(value)
+    ]
+
+
 class Message:
     """Accessors shared by :class:`Request` and :class:`Response`.
 
@@ -288,6 +302,16 @@ class Message:
     def max_forwards(self) -> int | None:
         """Max-Forwards, or ``None`` when absent."""
         return self.headers.typed("max-forwards", _max_forwards)
+
+    @property
+    def reasons(self) -> list[Reason]:
+        """Every Reason value (RFC 3326), in order; ``[]`` when absent."""
+        return list(self.headers.typed("reason", _reasons))
+
+    @property
+    def call_info(self) -> list[CallInfo]:
+        """Every Call-Info value (RFC 3261 §20.9), in order; ``[]`` when absent."""
+        return list(self.headers.typed("call-info", _call_info))
 
     @property
     def content_type(self) -> str | None:

@@ -12,14 +12,17 @@ from sip.headers import (
     Via,
     canonical_name,
     parse_auth_params,
+    parse_call_info,
     parse_cseq,
     parse_name_addr,
     parse_name_addr_list,
+    parse_reason,
     parse_via,
     quote,
     split_header_values,
     unquote,
 )
+from sip.message import parse_message
 from sip.uri import AbsoluteURI, SipURI, TelURI, parse_uri
 
 # --- Headers -----------------------------------------------------------------------------------
@@ -373,3 +376,94 @@ def test_parse_auth_params() -> None:
     for bad in ["", 'Digest realm="x" nonce="y"', "Digest realm=", 'Digest ,realm="x"']:
         with pytest.raises(ParseError):
             parse_auth_params(bad)
+
+
+# --- Reason (RFC 3326) and Call-Info (RFC 3261 §20.9) -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "reasons"),
+    [
+        (
+            'SIP;cause=200;text="Call completed elsewhere"',
+            [("SIP", 200, "Call completed elsewhere")],
+        ),
+        # RFC 3326 §2 example: two reasons, one header
+        (
+            'SIP ;cause=580;text="Precondition Failure", Q.850 ; cause = 16 ;text="Terminated"',
+            [("SIP", 580, "Precondition Failure"), ("Q.850", 16, "Terminated")],
+        ),
+        ('Q.850;cause=31;text="a \\"quoted\\", comma"', [("Q.850", 31, 'a "quoted", comma')]),
+        ("preemption;cause=1;x-ext=yes", [("preemption", 1, None)]),
+        ("SIP", [("SIP", None, None)]),
+    ],
+)
+def test_parse_reason_table(value: str, reasons: list[tuple[str, int | None, str | None]]) -> None:
+    parsed = parse_reason(value)
+    assert [(r.protocol, r.cause, r.text) for r in parsed] == reasons
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        ";cause=200",
+        "SIP;cause=abc",
+        "SIP;cause=",
+        "SIP;cause=1234567890",
+        "SIP;text=unquoted",
+        'SIP;cause=200;text="unterminated',
+        "SIP cause=200",
+    ],
+)
+def test_malformed_reason(value: str) -> None:
+    with pytest.raises(ParseError):
+        parse_reason(value)
+
+
+def test_reason_and_call_info_accessors_on_a_message() -> None:
+    message = parse_message(
+        b"CANCEL sip:rep@127.0.0.1:5062 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1\r\n"
+        b"From: <sip:d@127.0.0.1>;tag=1\r\nTo: <sip:rep@127.0.0.1>\r\n"
+        b"Call-ID: c1\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\r\n"
+        b'Reason: SIP;cause=200;text="Call completed elsewhere"\r\n'
+        b"Call-Info: <http://127.0.0.1:8080/v1/leads/7>;purpose=info\r\n"
+        b"Call-Info: <https://example.com/icon.png>;purpose=icon\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    assert [(r.protocol, r.cause, r.text) for r in message.reasons] == [
+        ("SIP", 200, "Call completed elsewhere")
+    ]
+    assert [(i.uri, i.purpose) for i in message.call_info] == [
+        ("http://127.0.0.1:8080/v1/leads/7", "info"),
+        ("https://example.com/icon.png", "icon"),
+    ]
+    assert str(message.reasons[0]) == 'SIP;cause=200;text="Call completed elsewhere"'
+    assert str(message.call_info[0]) == "<http://127.0.0.1:8080/v1/leads/7>;purpose=info"
+    bare = parse_message(
+        b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK2\r\n"
+        b"From: <sip:d@127.0.0.1>;tag=1\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: c2\r\n"
+        b"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert bare.reasons == [] and bare.call_info == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://127.0.0.1/x;purpose=info",  # the URI must be in angle brackets
+        "<>;purpose=info",
+        "<no-scheme>",
+        "<http://a/b>;purpose=",
+        "<http://a/b> junk",
+    ],
+)
+def test_malformed_call_info(value: str) -> None:
+    with pytest.raises(ParseError):
+        parse_call_info(value)
+
+
+def test_empty_call_info_is_malformed() -> None:
+    with pytest.raises(ParseError):
+        parse_call_info(" ")

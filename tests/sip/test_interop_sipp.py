@@ -52,11 +52,17 @@ async def endpoint(transport: Transport) -> AsyncIterator[SipEndpoint]:
         yield sip
     assert sip.stats.internal_errors == 0
     assert sip.stats.events_dropped == 0
+    if transport is Transport.TCP:
+        # Every request and response of the test's call (INVITE, ACK, CANCEL, BYE, both ways)
+        # went over the one connection: reused, never re-opened per transaction.
+        assert sip.stats.tcp_connections == 1, sip.stats
 
 
 def assert_clean(result: SippResult, *, successful: int = 1) -> None:
     """SIPp saw exactly the expected calls, nothing unexpected, nothing retransmitted."""
     detail = f"{result.summary()}\n{result.errors()[-3000:]}"
+    # Without SIPp's per-message counts the zero checks below would check nothing.
+    assert result.counts, detail
     assert result.exit_code == 0, detail
     assert result.successful_calls == successful, detail
     assert result.failed_calls == 0, detail

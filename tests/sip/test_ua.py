@@ -858,3 +858,25 @@ def test_overload_answers_503_statelessly(wire: Wire) -> None:
     assert a.stats.overload_rejections == 1
     with pytest.raises(LocalProtocolError):
         a.invite(PEER_URI, 0.0, from_uri="sip:alice@127.0.0.1", body=OFFER)
+
+
+def test_rport_response_goes_to_the_source_port_with_received_and_rport(wire: Wire) -> None:
+    """RFC 3581 §4: a request whose top Via has a bare ``rport`` is answered to the address and
+    port it came from (not the sent-by port), with ``received`` and ``rport`` filled in; without
+    ``rport`` the response goes to the sent-by port (RFC 3261 §18.2.2), ``received`` added only
+    when the host differs."""
+    wire.add(A)
+    nat = ("127.0.0.9", 40001)  # the peer's request arrives from another address and port
+    with_rport = peer_request("OPTIONS").replace(b";branch=", b";rport;branch=")
+    packet = only(wire.inject(with_rport, nat, A))
+    assert packet.dst == nat
+    via = packet.message.top_via
+    assert via.received == "127.0.0.9"
+    assert via.rport == 40001
+    assert via.sent_by == ("127.0.0.1", 5080)  # sent-by is left as the peer wrote it
+
+    packet = only(wire.inject(peer_request("OPTIONS", branch="plain"), nat, A))
+    assert packet.dst == ("127.0.0.9", 5080)
+    via = packet.message.top_via
+    assert via.received == "127.0.0.9"
+    assert via.rport is None
