@@ -112,6 +112,22 @@ async def test_idempotency_key_header(client: Client, db_pool: asyncpg.Pool) -> 
     assert await db_pool.fetchval("SELECT count(*) FROM leads") == 2
 
 
+async def test_fifty_concurrent_posts_with_one_idempotency_key_make_one_lead(
+    client: Client, db_pool: asyncpg.Pool
+) -> None:
+    results = await asyncio.gather(
+        *(
+            post_lead(client, {"phone": PHONE, "name": f"try {n}"}, **{"Idempotency-Key": "k-c"})
+            for n in range(50)
+        )
+    )
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200] * 49 + [202]
+    assert len({reply["id"] for _, reply in results}) == 1
+    assert await db_pool.fetchval("SELECT count(*) FROM leads") == 1
+    assert await db_pool.fetchval("SELECT count(*) FROM lead_events") == 1
+
+
 async def assert_error(response: Any, status: int, code: str, field: str | None) -> None:
     assert response.status == status, await response.text()
     assert response.content_type == "application/json"
