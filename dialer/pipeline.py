@@ -57,6 +57,7 @@ from aiohttp import web
 from dialer.api.keys import (
     CONFIG_KEY,
     DATABASE_URL_KEY,
+    METRICS_KEY,
     ROUTER_KEY,
     ROUTING_STORE_KEY,
     STORE_KEY,
@@ -73,6 +74,7 @@ from dialer.calls.controller import CallController, ControllerSettings, EventCal
 from dialer.config import Config
 from dialer.domain import LeadStatus, RingPlan
 from dialer.logs import get_logger
+from dialer.metrics import SipStatsCollector
 from dialer.routing import (
     InvalidLeadError,
     Outcome,
@@ -1178,9 +1180,14 @@ async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
     host, port = await controller.start(config.sip.host, config.sip.port)
     _log.info("sip listening", host=host, port=port, transport=config.sip.transport)
     app[CALL_CONTROLLER_KEY] = controller
+    # The SIP counters (malformed input, stray responses…) on /metrics, read at scrape time.
+    sip_stats = SipStatsCollector(controller.endpoint)
+    registry = app[METRICS_KEY].registry
+    registry.register(sip_stats)
     try:
         yield
     finally:
+        registry.unregister(sip_stats)
         await controller.close()
 
 

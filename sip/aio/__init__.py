@@ -79,6 +79,9 @@ DNS_CACHE_SIZE = 256
 #: Seconds one lookup may take before the host counts as unreachable.
 DNS_TIMEOUT = 5.0
 
+#: Bytes of a refused message quoted in its debug log line (enough for the start line).
+_LOGGED_BYTES = 80
+
 
 class SecretIds:
     """Production :class:`~sip.ua.IdGenerator`: unguessable identifiers from :mod:`secrets`."""
@@ -626,13 +629,41 @@ class SipEndpoint:
 
     def _datagram_received(self, data: bytes, addr: Address) -> None:
         self.stats.datagrams_received += 1
-        assert self._ua is not None
+        ua = self._ua
+        assert ua is not None
+        # The core only counts what it drops (no logging there); the counters tell us here.
+        malformed, unmatched = ua.stats.malformed, ua.stats.unmatched_responses
         try:
-            self._ua.receive_datagram(data, addr, self._now())
+            ua.receive_datagram(data, addr, self._now())
         except Exception:
             self.stats.internal_errors += 1
             _log.exception("SIP datagram from %s:%s could not be handled", *addr)
+        if ua.stats.malformed != malformed or ua.stats.unmatched_responses != unmatched:
+            self._log_dropped(addr, data, malformed, unmatched)
         self._flush()
+
+    def _log_dropped(self, addr: Address, data: bytes, malformed: int, unmatched: int) -> None:
+        """Log at debug what the UA refused since it had counted ``malformed`` and
+        ``unmatched`` (responses matching no transaction): a peer sending garbage is the
+        operator's to find, but never worth more than a debug line each."""
+        assert self._ua is not None
+        stats = self._ua.stats
+        if stats.malformed != malformed:
+            _log.debug(
+                "malformed SIP message from %s:%s (%d bytes, starts %r): "
+                "answered 400 when it was an answerable request, else dropped",
+                addr[0],
+                addr[1],
+                len(data),
+                data[:_LOGGED_BYTES],
+            )
+        if stats.unmatched_responses != unmatched:
+            _log.debug(
+                "SIP response from %s:%s matches no transaction, dropped (starts %r)",
+                addr[0],
+                addr[1],
+                data[:_LOGGED_BYTES],
+            )
 
     def _stream_received(
         self, conn: _TcpProtocol, parser: StreamParser, data: bytes, addr: Address
@@ -642,11 +673,15 @@ class SipEndpoint:
             parser.feed(data)
             while (message := parser.next_message()) is not None:
                 self.stats.datagrams_received += 1
+                stats = self._ua.stats
+                malformed, unmatched = stats.malformed, stats.unmatched_responses
                 try:
                     self._ua.receive_message(message, addr, self._now())
                 except Exception:
                     self.stats.internal_errors += 1
                     _log.exception("SIP message from %s:%s could not be handled", *addr)
+                if stats.malformed != malformed or stats.unmatched_responses != unmatched:
+                    self._log_dropped(addr, bytes(message), malformed, unmatched)
         except ParseError as error:
             # A stream cannot be resynchronised after garbage: drop the connection.
             self.stats.tcp_framing_errors += 1

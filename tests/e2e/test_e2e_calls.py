@@ -9,11 +9,13 @@ its named lead state through the whole pipeline.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dialer.calls.controller import ControllerSettings
 from dialer.sipp import SippPeer, scenario_path
 from tests.conftest import DaemonProcess
 from tests.support.pipeline import (
@@ -146,6 +148,8 @@ async def test_lead_list_paginates_and_filters_by_status(
         ("prospect_no_answer", "prospect_no_answer"),
         ("rep_hung_up", "failed"),
         ("trunk_auth_failed", "failed"),
+        ("prospect_failed_404", "failed"),
+        ("prospect_failed_503", "failed"),
         ("do_not_call", "blocked_compliance"),
     ],
 )
@@ -165,6 +169,11 @@ async def test_each_failure_path_ends_in_its_named_state(
     elif case == "trunk_auth_failed":
         # The trunk refuses the daemon (no credentials configured for it): a final 401.
         prospect = prospect_scenario(tmp_path / "prospect.xml", final_status="401 Unauthorized")
+    elif case.startswith("prospect_failed_"):
+        # The number does not exist (404), or the only trunk cannot place the call (503: no
+        # other trunk to fail over to): the prospect could not be reached.
+        status = {"404": "404 Not Found", "503": "503 Service Unavailable"}[case[-3:]]
+        prospect = prospect_scenario(tmp_path / "prospect.xml", final_status=status)
     elif case == "rep_hung_up":
         rep = rep_scenario(tmp_path / "ann.xml", answer_ms=100, hangup_before_bridge_ms=700)
         prospect = prospect_scenario(tmp_path / "prospect.xml", answer_ms=None)
@@ -197,9 +206,14 @@ async def test_each_failure_path_ends_in_its_named_state(
                 "prospect_no_answer": "prospect_no_answer",
                 "rep_hung_up": "rep_hung_up",
                 "trunk_auth_failed": "trunk_auth_failed",
+                "prospect_failed_404": "prospect_failed",
+                "prospect_failed_503": "prospect_failed",
                 "do_not_call": "do_not_call",
             }[case]
         )
+        if case.startswith("prospect_failed_"):
+            [ended] = data_of(lead, "prospect_leg_ended")
+            assert ended["result"] == "unreachable" and ended["status"] == int(case[-3:])
         prospect_calls = floor.invites(floor.prospect)
         assert prospect_calls == (0 if case in ("reps_no_answer", "do_not_call") else 1)
         assert floor.invites(floor.reps["ann"]) == (0 if case == "do_not_call" else 1)
@@ -208,6 +222,58 @@ async def test_each_failure_path_ends_in_its_named_state(
             [ann] = (await reply.json())["reps"]
         assert ann["reserved_by"] is None
         assert ann["status"] == "available"
+
+
+async def test_trunk_at_max_calls_queues_the_prospect_leg_then_ends_trunk_busy(
+    tmp_path: Path, database_url: str, daemons: list[DaemonProcess]
+) -> None:
+    """``max_calls = 1``: while a first lead talks through the trunk, a second lead's rep
+    answers; its prospect leg waits in the trunk's line (it is not dropped) for
+    ``trunk_max_wait_s``, then the lead ends ``failed`` with reason ``trunk_busy``. The trunk
+    never sees a second INVITE; the rep who answered is hung up and free again."""
+    reps = {
+        # Ann answers first and wins lead 1; Bob, slower, is CANCELled then takes lead 2.
+        "ann": rep_scenario(tmp_path / "ann.xml", answer_ms=100),
+        "bob": rep_scenario(tmp_path / "bob.xml", answer_ms=600),
+    }
+    # The first prospect stays on the line until the daemon hangs up (at the end of the test).
+    prospect = prospect_scenario(tmp_path / "prospect.xml", answer_ms=100, hangup_ms=None)
+    async with daemon_floor(
+        tmp_path,
+        database_url,
+        daemons,
+        reps=reps,
+        prospect=prospect,
+        ring_timeout_s=5.0,
+        trunk_max_calls=1,
+        retry={"prospect_max_attempts": 1, "max_rounds": 1},
+    ) as floor:
+        await floor.start()
+        headers = {"Authorization": f"Bearer {floor.token}"}
+        talking = await floor.wait(await floor.post(name="First Lead"), "connected")
+        assert talking["assigned_rep"] == "ann"
+        lead_id = await floor.post(name="Second Lead", phone="+14155552672")
+        max_wait_s = ControllerSettings().trunk_max_wait_s
+        lead = await floor.wait(lead_id, "failed", timeout=max_wait_s + 15)
+        last = lead["timeline"][-1]
+        assert last["kind"] == "failed"
+        assert last["data"]["reason"] == "trunk_busy"
+        [answered] = data_of(lead, "rep_answered")
+        assert answered["rep_id"] == "bob"
+        [ended] = data_of(lead, "prospect_leg_ended")
+        assert ended["result"] == "trunk_busy" and "status" not in ended
+        # Queued, not dropped: the refusal came after the whole wait in the trunk's line.
+        waited = datetime.fromisoformat(last["at"]) - datetime.fromisoformat(
+            next(e["at"] for e in lead["timeline"] if e["kind"] == "rep_answered")
+        )
+        assert max_wait_s - 0.5 <= waited.total_seconds() < max_wait_s + 5, waited
+        assert "calling_prospect" not in kinds(lead)  # the prospect was never dialled
+        assert floor.invites(floor.prospect) == 1  # the first lead's call only
+        # Bob is hung up and free again; the first call goes on.
+        async with floor.session().get("/v1/reps", headers=headers) as reply:
+            states = {rep["id"]: rep for rep in (await reply.json())["reps"]}
+        assert states["bob"]["status"] == "available" and states["bob"]["reserved_by"] is None
+        assert (await floor.lead(talking["id"]))["status"] == "connected"
 
 
 async def test_press1_voicemail_leg_is_on_the_timeline_and_in_the_report_per_rep(

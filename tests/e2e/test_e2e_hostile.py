@@ -2,8 +2,10 @@
 
 Bad HTTP bodies get a 4xx JSON error; garbage datagrams at the SIP port, SIP responses for
 transactions nobody started and requests for dialogs that do not exist are dropped or answered
-(400, 481, 403); a rep whose phone answers with a broken SDP fails that leg and the lead moves
-on to the next rep. Throughout, a lead posted afterwards is still routed, rung and bridged.
+(400, 481, 403), and each one dropped is counted on ``/metrics``
+(``dialer_sip_messages_malformed_total``, ``dialer_sip_responses_unmatched_total``); a rep whose
+phone answers with a broken SDP fails that leg and the lead moves on to the next rep.
+Throughout, a lead posted afterwards is still routed, rung and bridged.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import socket
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.conftest import DaemonProcess
@@ -66,6 +69,34 @@ def exchange(port: int, datagrams: list[bytes], *, wait_s: float = 1.0) -> list[
     return replies
 
 
+def stray_response(sip_port: int, status: str, method: str, call_id: str) -> bytes:
+    """A response to a request the daemon never sent (its Via branch names no transaction)."""
+    return (
+        f"SIP/2.0 {status}\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{sip_port};branch=z9hG4bKnobodysent{call_id}\r\n"
+        "From: <sip:dialer@127.0.0.1>;tag=a\r\nTo: <sip:x@127.0.0.1>;tag=b\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+async def sip_counters(http: aiohttp.ClientSession) -> dict[str, float]:
+    """The daemon's ``dialer_sip_*_total`` counters, from ``GET /metrics``."""
+    async with http.get("/metrics") as reply:
+        assert reply.status == 200
+        text = await reply.text()
+    counters: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name.startswith("dialer_sip_") and name.endswith("_total"):
+            counters[name] = float(value)
+    return counters
+
+
+def increase(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """The counters that rose, by how much."""
+    return {name: after[name] - before[name] for name in after if after[name] != before[name]}
+
+
 def final_statuses(replies: list[bytes]) -> dict[str, int]:
     """Call-ID -> final status of each answer (retransmissions collapse)."""
     finals: dict[str, int] = {}
@@ -117,19 +148,18 @@ async def test_hostile_input_everywhere_and_a_broken_sdp_answer(
         # SIP: garbage, responses nobody asked for, requests for nothing.
         sip_port = floor.sip_port
         garbage = [
-            b"",
+            b"",  # empty, like a CRLF keep-alive: ignored, not counted as malformed
             b"\x00\x01\x02\xff" * 64,
             b"INVITE\r\n\r\n",
-            b"SIP/2.0 200 OK\r\n\r\n",
+            b"SIP/2.0 200 OK\r\n\r\n",  # a response without a header: malformed too
             bytes(range(256)) * 200,  # a 51 kB datagram of noise
             b"REGISTER sip:x SIP/2.0\r\nVia: nonsense\r\n\r\n",
         ]
-        stray_response = (
-            "SIP/2.0 200 OK\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{sip_port};branch=z9hG4bKnobodysent\r\n"
-            "From: <sip:dialer@127.0.0.1>;tag=a\r\nTo: <sip:x@127.0.0.1>;tag=b\r\n"
-            "Call-ID: stray-response\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
-        ).encode()
+        stray_responses = [
+            stray_response(sip_port, "200 OK", "INVITE", "stray-200"),
+            stray_response(sip_port, "180 Ringing", "INVITE", "stray-180"),
+            stray_response(sip_port, "481 Call/Transaction Does Not Exist", "BYE", "stray-481"),
+        ]
         answerable = [
             sip_request("OPTIONS", sip_port, call_id="bad-header", extra=("Max-Forwards: many",)),
             sip_request("BYE", sip_port, call_id="no-such-dialog"),
@@ -137,8 +167,19 @@ async def test_hostile_input_everywhere_and_a_broken_sdp_answer(
                 "INVITE", sip_port, call_id="incoming", extra=("Contact: <sip:m@127.0.0.1:9>",)
             ),
         ]
-        replies = await asyncio.to_thread(exchange, sip_port, [*garbage, stray_response])
-        assert replies == []  # nothing answerable: dropped (and logged)
+        before = await sip_counters(http)
+        assert before["dialer_sip_messages_malformed_total"] == 0, before
+        replies = await asyncio.to_thread(exchange, sip_port, [*garbage, *stray_responses])
+        assert replies == []  # nothing answerable: dropped, counted (and logged at debug)
+        counted = await sip_counters(http)
+        # Every datagram arrived (the empty one too); five did not parse; the three responses
+        # parsed but matched no transaction. Nothing else moved: no send, no internal error.
+        assert increase(before, counted) == {
+            "dialer_sip_datagrams_received_total": len(garbage) + len(stray_responses),
+            "dialer_sip_messages_malformed_total": len(garbage) - 1,
+            "dialer_sip_messages_received_total": len(stray_responses),
+            "dialer_sip_responses_unmatched_total": len(stray_responses),
+        }
         replies = await asyncio.to_thread(exchange, sip_port, answerable)
         # Malformed: 400; a dialog nobody has: 481; nobody may call the daemon: 403.
         assert final_statuses(replies) == {
@@ -146,6 +187,15 @@ async def test_hostile_input_everywhere_and_a_broken_sdp_answer(
             "no-such-dialog": 481,
             "incoming": 403,
         }
+        after = await sip_counters(http)
+        assert after["dialer_sip_messages_malformed_total"] == before[
+            "dialer_sip_messages_malformed_total"
+        ] + len(garbage)  # the bad Max-Forwards too
+        assert (
+            after["dialer_sip_responses_unmatched_total"]
+            == counted["dialer_sip_responses_unmatched_total"]
+        )
+        assert after["dialer_sip_internal_errors_total"] == 0
 
         # A rep answering with a broken SDP: that leg fails, the lead moves on to Bob.
         lead_id = await floor.post()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 import pytest
@@ -63,7 +64,10 @@ async def test_tcp_call_invite_answer_ack_bye() -> None:
     await _call_and_hang_up("tcp")
 
 
-async def test_garbage_datagram_is_answered_or_dropped_and_endpoint_keeps_working() -> None:
+async def test_garbage_datagram_is_answered_or_dropped_and_endpoint_keeps_working(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="sip.aio")
     config = fast()
     async with SipEndpoint(config) as endpoint:
         host, port = await endpoint.start("127.0.0.1", 0)
@@ -92,6 +96,10 @@ async def test_garbage_datagram_is_answered_or_dropped_and_endpoint_keeps_workin
         finally:
             sock.close()
         assert endpoint.ua.stats.malformed == 2
+        # Each is logged at debug (DESIGN §3: "logged and answered with 400").
+        logged = [r.getMessage() for r in caplog.records if r.name == "sip.aio"]
+        assert sum(m.startswith("malformed SIP message from 127.0.0.1:") for m in logged) == 2
+        assert any("b'\\x00\\xffnot sip at all" in m for m in logged), logged
         # Still alive: an OPTIONS to ourselves completes.
         async with asyncio.timeout(5):
             request_id = endpoint.options(f"sip:{host}:{port}", from_uri="sip:probe@127.0.0.1")

@@ -453,10 +453,12 @@ def pipeline_config(
     retry: Mapping[str, Any] | None = None,
     ringing: Mapping[str, Any] | None = None,
     token: str = DEFAULT_TOKEN,
+    trunk_max_calls: int = 500,
 ) -> str:
     """A whole daemon config (TOML): API on a free port with ``token``, ``database_url``,
     JSON logs, SIP on ``sip_port``, SIPp reps on ``reps`` (id -> port) and the prospect
-    behind a SIPp trunk on ``trunk_port``; calling hours always open."""
+    behind a SIPp trunk on ``trunk_port`` taking ``trunk_max_calls`` calls at once; calling
+    hours always open."""
     lines = [
         "[api]",
         'listen = "127.0.0.1:0"',
@@ -471,7 +473,7 @@ def pipeline_config(
         f'proxy = "sip:127.0.0.1:{trunk_port}"',
         'caller_id = "+15550100000"',
         "options_interval_s = 0",
-        "max_calls = 500",
+        f"max_calls = {trunk_max_calls}",
         "max_cps = 1000",
     ]
     for rep_id, port in reps.items():
