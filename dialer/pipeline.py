@@ -827,10 +827,34 @@ class Pipeline:
         await self.store.release_lead_reps(lead.id)
         self._rep_may_be_free()
         status = result.lead_status or LeadStatus.FAILED
-        if result in (CallResult.PROSPECT_NO_ANSWER, CallResult.PROSPECT_BUSY):
+        retry = self.config.retry
+        if result is CallResult.TRUNK_BUSY and lead.ring_rounds < retry.max_rounds:
+            # Every trunk stayed full for the whole bounded wait: the prospect was never
+            # dialled, so this is no attempt on them. The lead goes back to be routed again
+            # (a round of rep ringing, bounded by max_rounds) instead of being given up.
+            retry_at = now + timedelta(seconds=retry.retry_after_s)
+            await self.store.update(
+                lead.id,
+                at=now,
+                kind=LeadStatus.SCHEDULED.value,
+                data={
+                    "reason": result.value,
+                    "round": lead.ring_rounds,
+                    "retry_at": _iso(retry_at),
+                },
+                status=LeadStatus.SCHEDULED,
+                from_statuses=_CALLING,
+                changes=LeadChanges(
+                    next_attempt_at=retry_at, release=True, status_reason=result.value
+                ),
+            )
+            return
+        if result in (CallResult.PROSPECT_NO_ANSWER, CallResult.PROSPECT_BUSY) or (
+            result is CallResult.PROSPECT_FAILED and _transient_failure(outcome)
+        ):
             attempts = tracker.lead.prospect_attempts
-            if attempts < self.config.retry.prospect_max_attempts:
-                retry_at = now + timedelta(seconds=self.config.retry.prospect_retry_after_s)
+            if attempts < retry.prospect_max_attempts:
+                retry_at = now + timedelta(seconds=retry.prospect_retry_after_s)
                 await self.store.update(
                     lead.id,
                     at=now,
@@ -993,6 +1017,21 @@ class Pipeline:
 
     def _rep_may_be_free(self) -> None:
         self.wake(rep_freed=True)
+
+
+#: Final statuses of a prospect INVITE that say "not now" rather than "never": request
+#: timeout, temporarily unavailable, server error, bad gateway, service unavailable, gateway
+#: timeout (RFC 3261 §21.4.9, §21.4.18, §21.5). A 404/484/604 (no such number) is final.
+_TRANSIENT_PROSPECT_STATUSES: Final = frozenset({408, 480, 500, 502, 503, 504})
+
+
+def _transient_failure(outcome: CallOutcome) -> bool:
+    """Whether the prospect leg failed for a reason that may clear (a retry is worth it): a
+    transient status, or no response at all (timeout, transport error)."""
+    prospect = outcome.prospect_leg
+    if prospect is None:
+        return False
+    return prospect.final_status is None or prospect.final_status in _TRANSIENT_PROSPECT_STATUSES
 
 
 def _round_robin(decision: RoutingDecision) -> RoundRobinTurn | None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from dialer.calls.controller import CallController
+from dialer.calls.controller import CallController, ControllerSettings
 from dialer.config import Config, parse_config
 from dialer.domain import LeadStatus, RepStatus
 from dialer.pipeline import Pipeline, PipelineSettings, sip_config_for
@@ -90,7 +90,13 @@ class Floor:
         return len(calls_received(read_trace(sipp)))
 
 
-def config_for(reps: Mapping[str, int], trunk_port: int, **sections: Mapping[str, Any]) -> Config:
+def config_for(
+    reps: Mapping[str, int],
+    trunk_port: int,
+    *,
+    trunk_max_calls: int = 100,
+    **sections: Mapping[str, Any],
+) -> Config:
     data: dict[str, Any] = {
         "trunks": [
             {
@@ -98,6 +104,7 @@ def config_for(reps: Mapping[str, int], trunk_port: int, **sections: Mapping[str
                 "proxy": f"sip:127.0.0.1:{trunk_port}",
                 "options_interval_s": 0,
                 "max_cps": 1000,
+                "max_calls": trunk_max_calls,
             }
         ],
         "reps": [
@@ -123,6 +130,8 @@ async def floor(
     *,
     instance_id: str = "test-daemon",
     pipeline_settings: Mapping[str, Any] | None = None,
+    controller_settings: ControllerSettings | None = None,
+    trunk_max_calls: int = 100,
     **sections: Mapping[str, Any],
 ) -> AsyncIterator[Floor]:
     """Start SIPp reps and prospect, a call controller and the pipeline; stop all after."""
@@ -139,11 +148,14 @@ async def floor(
         config = config_for(
             {rep_id: proc.local_port for rep_id, proc in rep_procs.items()},
             trunk.local_port,
+            trunk_max_calls=trunk_max_calls,
             **sections,
         )
         pool = await create_pool(database_url, min_size=1, max_size=6)
         stack.push_async_callback(pool.close)
-        controller = CallController(trunks=config.trunks, sip_config=sip_config_for(config))
+        controller = CallController(
+            trunks=config.trunks, sip_config=sip_config_for(config), settings=controller_settings
+        )
         await controller.start()
         stack.push_async_callback(controller.close)
         routing = RoutingStore(pool)
@@ -324,6 +336,64 @@ async def test_prospect_no_answer_is_retried_later_within_attempts(
         [scheduled] = [data for kind, data in events if kind == "scheduled"]
         assert scheduled["reason"] == "prospect_no_answer" and scheduled["attempt"] == 1
         assert f.invites(f.prospect) == 2
+
+
+@pytest.mark.parametrize(
+    ("final_status", "calls"), [("503 Service Unavailable", 2), ("404 Not Found", 1)]
+)
+async def test_a_transient_prospect_failure_is_retried_a_missing_number_is_not(
+    database_url: str, tmp_path: Path, final_status: str, calls: int
+) -> None:
+    """503 (the carrier cannot place the call now) is worth another attempt later; 404 (no
+    such number) is final at once."""
+    reps = {"ann": rep_scenario(tmp_path / "ann.xml", answer_ms=50)}
+    prospect = prospect_scenario(tmp_path / "prospect.xml", final_status=final_status)
+    async with floor(
+        database_url,
+        tmp_path,
+        reps,
+        prospect,
+        retry={"prospect_max_attempts": 2, "prospect_retry_after_s": 0.3},
+    ) as f:
+        lead_id = await f.post()
+        await f.wait(lead_id, LeadStatus.FAILED)
+        events = await f.events(lead_id)
+        assert events[-1][0] == "failed" and events[-1][1]["reason"] == "prospect_failed"
+        scheduled = [data for kind, data in events if kind == "scheduled"]
+        assert [data["reason"] for data in scheduled] == ["prospect_failed"] * (calls - 1)
+        assert f.invites(f.prospect) == calls
+
+
+async def test_a_full_trunk_sends_the_lead_back_to_be_routed_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    """``max_calls = 1`` and the trunk busy with lead 1: lead 2's prospect leg waits its bounded
+    time in the trunk's line, then the lead is routed again (not failed) and is bridged once
+    lead 1's call ends. The trunk never carries two calls at once."""
+    reps = {
+        "ann": rep_scenario(tmp_path / "ann.xml", answer_ms=50),
+        "bob": rep_scenario(tmp_path / "bob.xml", answer_ms=300),
+    }
+    prospect = prospect_scenario(tmp_path / "prospect.xml", answer_ms=50, hangup_ms=1500)
+    async with floor(
+        database_url,
+        tmp_path,
+        reps,
+        prospect,
+        controller_settings=ControllerSettings(trunk_max_wait_s=0.3),
+        trunk_max_calls=1,
+        retry={"retry_after_s": 0.2, "max_rounds": 10},
+    ) as f:
+        first = await f.post(name="First")
+        await f.wait(first, LeadStatus.CONNECTED)
+        second = await f.post(name="Second", phone="+14155552672")
+        await f.wait(second, LeadStatus.COMPLETED, timeout=20)
+        await f.wait(first, LeadStatus.COMPLETED)
+        events = await f.events(second)
+        scheduled = [data for kind, data in events if kind == "scheduled"]
+        assert scheduled and {data["reason"] for data in scheduled} == {"trunk_busy"}
+        assert [kind for kind, _ in events].count("calling_prospect") == 1
+        assert f.invites(f.prospect) == 2  # one call per lead, one after the other
 
 
 async def test_a_rep_who_keeps_missing_is_put_away(database_url: str, tmp_path: Path) -> None:

@@ -229,8 +229,10 @@ async def test_trunk_at_max_calls_queues_the_prospect_leg_then_ends_trunk_busy(
 ) -> None:
     """``max_calls = 1``: while a first lead talks through the trunk, a second lead's rep
     answers; its prospect leg waits in the trunk's line (it is not dropped) for
-    ``trunk_max_wait_s``, then the lead ends ``failed`` with reason ``trunk_busy``. The trunk
-    never sees a second INVITE; the rep who answered is hung up and free again."""
+    ``trunk_max_wait_s``; with its one routing round spent (``max_rounds = 1``; with rounds
+    left the lead is routed again, tests/dialer/test_pipeline.py) the lead ends ``failed`` with
+    reason ``trunk_busy``. The trunk never sees a second INVITE; the rep who answered is hung
+    up and free again."""
     reps = {
         # Ann answers first and wins lead 1; Bob, slower, is CANCELled then takes lead 2.
         "ann": rep_scenario(tmp_path / "ann.xml", answer_ms=100),
