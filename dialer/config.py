@@ -3,7 +3,7 @@
 Every key has a default, so ``dialer demo`` runs with no file at all. Unknown keys, wrong types
 and bad values raise :class:`ConfigError`, whose ``str`` is one line naming the key, e.g.::
 
-    config error: routing.rules[2].strategy: expected one of round_robin, weighted, ...; got "x"
+    config error: routing.rules[2].strategy: rule "hot": expected one of round_robin, ...; got "x"
 
 Durations accept a number of seconds or a string with a unit: ``"500ms"``, ``"90s"``, ``"5m"``,
 ``"1h"``, ``"2d"``; they become ``float`` seconds.
@@ -1193,6 +1193,18 @@ def _parse_rule(
         name = table.nonempty_str("name")
         if name == "fallback":
             raise table.error("name", 'the name "fallback" is reserved for [routing.fallback]')
+    try:
+        return _parse_rule_body(table, name, rep_ids, team_ids)
+    except ConfigError as exc:
+        # Name the rule once, as the CEL errors raised later by dialer.routing do
+        # (`routing.rules[0].pool.teams[0]: rule "hot-us": unknown team "north"`), so every
+        # bad-rule error reads the same at start-up and in `dialer route explain`.
+        raise ConfigError(exc.key_path, f'rule "{name}": {exc.message}') from exc
+
+
+def _parse_rule_body(
+    table: _Table, name: str, rep_ids: frozenset[str], team_ids: frozenset[str]
+) -> RuleConfig:
     when = table.nonempty_str("when", "true")
     pool = _parse_pool(table.table("pool"), rep_ids, team_ids)
     strategy = table.choice("strategy", Strategy.ROUND_ROBIN, _STRATEGIES)

@@ -39,7 +39,6 @@ def test_unknown_key_prints_one_line_naming_it_and_exits_2(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("text", "key"),
     [
-        ('[[routing.rules]]\nname = "a"\nstrategy = "fastest"\n', "routing.rules[0].strategy"),
         ("[database]\npool_max = 0\n", "database.pool_max"),
         ("[api\n", "dialer.toml"),
     ],
@@ -54,6 +53,72 @@ def test_config_errors_in_process(
     lines = captured.err.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("config error: ") and key in lines[0]
+
+
+RULES_CONFIG = """
+[[reps]]
+id = "alice"
+sip_uri = "sip:alice@127.0.0.1:5062"
+teams = ["west"]
+[[routing.rules]]
+name = "hot-us"
+when = 'lead.intent == "high"'
+pool = { teams = ["west"] }
+"""
+STRATEGIES = "round_robin, weighted, least_recent, fewest_calls, random, owner"
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        # The CEL library's own diagnostic follows "invalid CEL: "; only its start is ours.
+        (
+            RULES_CONFIG.replace('intent == "high"', 'intent = "high"'),
+            'config error: routing.rules[0].when: rule "hot-us": invalid CEL: ',
+        ),
+        (
+            RULES_CONFIG.replace('teams = ["west"] }', 'teams = ["north"] }'),
+            'config error: routing.rules[0].pool.teams[0]: rule "hot-us": unknown team "north"',
+        ),
+        (
+            RULES_CONFIG.replace('teams = ["west"] }', 'teams = ["west"], reps = ["zed"] }'),
+            'config error: routing.rules[0].pool.reps[0]: rule "hot-us": unknown rep "zed"',
+        ),
+        (
+            RULES_CONFIG + 'strategy = "fastest"\n',
+            'config error: routing.rules[0].strategy: rule "hot-us": '
+            f'expected one of {STRATEGIES}; got "fastest"',
+        ),
+        (
+            RULES_CONFIG + '[routing.fallback]\npool = { reps = ["zed"] }\n',
+            'config error: routing.fallback.pool.reps[0]: rule "fallback": unknown rep "zed"',
+        ),
+    ],
+)
+def test_invalid_rules_stop_run_and_explain_with_the_same_line_naming_the_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, line: str
+) -> None:
+    config = tmp_path / "dialer.toml"
+    config.write_text(text)
+    lead = tmp_path / "lead.json"
+    lead.write_text('{"phone": "+14155550123", "intent": "high"}')
+    errors = []
+    for argv in (
+        ["run", "--config", str(config)],
+        ["route", "explain", "--config", str(config), "--json", str(lead)],
+    ):
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert "Traceback" not in captured.err
+        assert captured.err.count("\n") == 1 and captured.err.endswith("\n")
+        errors.append(captured.err.rstrip("\n"))
+    run_line, explain_line = errors
+    assert run_line == explain_line
+    if line.endswith(": "):  # bad CEL: our prefix, then the library's one-line diagnostic
+        assert run_line.startswith(line) and "Syntax error" in run_line
+    else:
+        assert run_line == line
 
 
 def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -241,24 +241,44 @@ def test_config_values_are_frozen() -> None:
             '[[routing.rules]]\nname = "a"\n[[routing.rules]]\nname = "b"\n[[routing.rules]]\n'
             'name = "c"\nstrategy = "fastest"',
             "routing.rules[2].strategy",
-            "expected one of round_robin, weighted, least_recent, fewest_calls, random, owner; "
-            'got "fastest"',
+            'rule "c": expected one of round_robin, weighted, least_recent, fewest_calls, random, '
+            'owner; got "fastest"',
         ),
         ('[[routing.rules]]\nwhen = "true"', "routing.rules[0].name", "required"),
         (
             '[[routing.rules]]\nname = "a"\npool = { teams = ["nope"] }',
             "routing.rules[0].pool.teams[0]",
-            'unknown team "nope"',
+            'rule "a": unknown team "nope"',
+        ),
+        (
+            '[[routing.rules]]\nname = "a"\npool = { reps = ["ghost"] }',
+            "routing.rules[0].pool.reps[0]",
+            'rule "a": unknown rep "ghost"',
         ),
         (
             '[[routing.rules]]\nname = "a"\noverflow = { reps = ["ghost"] }',
             "routing.rules[0].overflow.reps[0]",
-            'unknown rep "ghost"',
+            'rule "a": unknown rep "ghost"',
         ),
         (
             '[[routing.rules]]\nname = "a"\nring = { size = 0 }',
             "routing.rules[0].ring.size",
-            ">= 1",
+            'rule "a": expected an integer >= 1',
+        ),
+        (
+            '[[routing.rules]]\nname = "a"\nwen = "true"',
+            "routing.rules[0].wen",
+            'rule "a": unknown',
+        ),
+        (
+            '[routing.fallback]\npool = { teams = ["nope"] }',
+            "routing.fallback.pool.teams[0]",
+            'rule "fallback": unknown team "nope"',
+        ),
+        (
+            '[routing.fallback]\nstrategy = "fastest"',
+            "routing.fallback.strategy",
+            'rule "fallback": expected one of',
         ),
         ('[[routing.rules]]\nname = "fallback"', "routing.rules[0].name", "reserved"),
         ('[routing.fallback]\nname = "other"', "routing.fallback.name", "fallback"),
