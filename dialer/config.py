@@ -38,7 +38,7 @@ from typing import Any, Literal, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dialer.domain import Intent, RingMode
-from dialer.notify.config import NotifyConfig, parse_notify
+from dialer.notify.config import NotifyConfig, is_email_address, is_http_url, parse_notify
 
 __all__ = [
     "DEFAULT_RTP_PORTS",
@@ -283,12 +283,16 @@ class RepConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ManagerConfig:
-    """A team manager's contacts (SLA escalation)."""
+    """A team manager's contacts (SLA escalation, ``dialer.notify.managers``)."""
 
     name: str = ""
+    #: Gets an email per SLA breach of the team's leads when ``[notify.smtp]`` is configured
+    #: (validated as an address; without SMTP start-up warns).
     email: str = ""
     phone: str = ""
-    slack_webhook: str = ""
+    #: A Slack incoming-webhook URL (validated http/https): an SLA at-risk heads-up and a
+    #: breach message per lead of the team.
+    slack_webhook: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1088,11 +1092,19 @@ def _parse_team(table: _Table) -> TeamConfig:
     manager: ManagerConfig | None = None
     if "manager" in table:
         sub = table.table("manager")
+        email = sub.str_("email", "").strip()
+        if email and not is_email_address(email):
+            raise sub.error("email", f'expected an email address; got "{email}"')
+        slack_webhook = sub.str_("slack_webhook", "").strip()
+        if slack_webhook and not is_http_url(slack_webhook):
+            raise sub.error(
+                "slack_webhook", f'expected an http:// or https:// URL; got "{slack_webhook}"'
+            )
         manager = ManagerConfig(
             name=sub.str_("name", ""),
-            email=sub.str_("email", ""),
+            email=email,
             phone=sub.str_("phone", ""),
-            slack_webhook=sub.str_("slack_webhook", ""),
+            slack_webhook=slack_webhook,
         )
         sub.finish()
     team = TeamConfig(id=team_id, name=table.nonempty_str("name", team_id), manager=manager)

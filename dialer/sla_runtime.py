@@ -20,15 +20,29 @@ re-check it (called meanwhile: nothing to do; deadline moved: watch again), appe
 breach hand the lead back to the pipeline to be routed again (``scheduled`` now, reason
 ``sla_breached``, with the reps who already missed it; :func:`dialer.store.sla.request_reroute`).
 
-Who is told. ``[notify]`` endpoints are the only delivery targets (the outbox delivers to
-named endpoints), so both events go to the endpoints subscribed to their type, and the payload
-names the people concerned in ``data.escalation``:
+Who is told. Both events go to the ``[notify]`` endpoints subscribed to their type, with
+``data.escalation`` naming the people concerned, and straight to those people's own contacts
+(:mod:`dialer.notify.managers`), all queued in the outbox in the transaction of the event:
 
-- ``lead.sla_at_risk``: ``{"notify": "assignee", "rep": {...} | null, "teams": [...]}`` — the
-  assigned rep, and the teams of the reps it was offered to (else the pool of its routing rule);
+- Which team: the assigned rep's teams, else the teams of the reps the lead was offered to
+  (whose manager is accountable for the miss), else the pool and overflow teams of its routing
+  rule (whose reps should have taken it); no team at all (an everyone pool, nobody rung):
+  every manager, since an unowned lead is everyone's problem (:func:`escalation_teams`,
+  :func:`managed_teams`).
+- ``lead.sla_at_risk``: ``{"notify": "assignee", "rep": {...} | null, "teams": [...]}``.
+  Reps have no contact of their own in the configuration, so the heads-up reaches them
+  through their team: one Slack message to each of those teams' manager ``slack_webhook``
+  (no email: a warning at half the window is not worth an inbox).
 - ``lead.sla_breached``: ``{"notify": "manager", "managers": [{"team", "name", "email",
-  "phone"}], "reason", "missed_reps", "reassigned"}`` — the managers (``[[teams]] manager``) of
-  those teams (every configured manager when no team can be told apart).
+  "phone"}], "reason", "missed_reps", "reassigned"}``, and one email to each of those
+  managers' ``email`` (when ``[notify.smtp]`` is configured) and one Slack message to each
+  ``slack_webhook``, with the lead's facts, the breach reason, the reps tried and the lead's
+  link.
+
+Each direct message has the idempotency key ``<event id>:manager:<team>:<email|slack>``, one
+per (lead, milestone, recipient): a restart or a second daemon re-deriving the milestone
+queues nothing new (the milestone is recorded once), and the outbox worker delivers at least
+once, with its retries, backoff and dead letters.
 
 Breach reasons, from the timeline (:func:`breach_reason`): held by calling hours ->
 ``outside_calling_hours``; a prospect leg failed before it was dialled ->
@@ -50,12 +64,13 @@ import asyncpg
 from aiohttp import web
 
 from dialer.api.keys import CONFIG_KEY, STORE_KEY
-from dialer.config import Config, RuleConfig
+from dialer.config import Config, RuleConfig, TeamConfig
 from dialer.domain import LeadStatus
 from dialer.domain import utc_timestamp as _iso
 from dialer.logs import get_logger
 from dialer.notify import (
     BreachReason,
+    EventType,
     LifecycleEvent,
     enqueue_event,
     event_id_for,
@@ -63,6 +78,7 @@ from dialer.notify import (
     lead_sla_breached,
 )
 from dialer.notify.config import NotifyConfig
+from dialer.notify.managers import manager_targets
 from dialer.sla_watch import Milestone, SlaDue, SlaWatch, at_risk_at
 from dialer.store.migrate import AnyConnection
 from dialer.store.sla import (
@@ -86,6 +102,8 @@ __all__ = [
     "SlaRuntimeSettings",
     "breach_reason",
     "escalation_teams",
+    "managed_teams",
+    "managers_for",
     "missed_reps",
     "sla_ctx",
     "unwatch_lead",
@@ -243,9 +261,18 @@ class Manager:
         return {"team": self.team, "name": self.name, "email": self.email, "phone": self.phone}
 
 
+def managed_teams(config: Config, teams: Sequence[str]) -> tuple[TeamConfig, ...]:
+    """The ``[[teams]]`` of ``teams`` that have a manager, in file order; every team with a
+    manager when ``teams`` is empty (nobody can tell whose lead it is: every manager is)."""
+    return tuple(
+        team
+        for team in config.teams
+        if team.manager is not None and (not teams or team.id in teams)
+    )
+
+
 def managers_for(config: Config, teams: Sequence[str]) -> tuple[Manager, ...]:
     """The managers of ``teams``; every configured manager when ``teams`` is empty."""
-    chosen = [team for team in config.teams if not teams or team.id in teams]
     return tuple(
         Manager(
             team=team.id,
@@ -253,7 +280,7 @@ def managers_for(config: Config, teams: Sequence[str]) -> tuple[Manager, ...]:
             email=team.manager.email,
             phone=team.manager.phone,
         )
-        for team in chosen
+        for team in managed_teams(config, teams)
         if team.manager is not None
     )
 
@@ -563,7 +590,10 @@ class SlaRuntime:
             lead_url=self._lead_url(lead.lead.id),
         )
         event = _with_escalation(event, {"notify": "assignee", "rep": rep, "teams": list(teams)})
-        rows = await enqueue_event(conn, self._notify, event)
+        heads_up = manager_targets(
+            managed_teams(self._config, teams), self._notify, EventType.LEAD_SLA_AT_RISK
+        )
+        rows = await enqueue_event(conn, self._notify, event, also=heads_up)
         return EscalationResult(
             lead_id=lead.lead.id,
             milestone=Milestone.AT_RISK,
@@ -582,7 +612,8 @@ class SlaRuntime:
     ) -> EscalationResult:
         reason = breach_reason(lead)
         missed = missed_reps(lead)
-        managers = managers_for(self._config, escalation_teams(self._config, lead))
+        teams = escalation_teams(self._config, lead)
+        managers = managers_for(self._config, teams)
         seq = await record_milestone(
             conn,
             lead.lead.id,
@@ -622,7 +653,11 @@ class SlaRuntime:
                 "reassigned": rerouted,
             },
         )
-        rows = await enqueue_event(conn, self._notify, event)
+        # The managers' own email and Slack, in this transaction, keyed per recipient.
+        direct = manager_targets(
+            managed_teams(self._config, teams), self._notify, EventType.LEAD_SLA_BREACHED
+        )
+        rows = await enqueue_event(conn, self._notify, event, also=direct)
         return EscalationResult(
             lead_id=lead.lead.id,
             milestone=Milestone.BREACHED,

@@ -17,6 +17,8 @@ two modules are imported from their own paths, not re-exported here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dialer.notify.config import (
     EmailEndpoint,
     Endpoint,
@@ -75,18 +77,25 @@ __all__ = [
 
 
 async def enqueue_event(
-    conn: AnyConnection, config: NotifyConfig, event: LifecycleEvent
+    conn: AnyConnection,
+    config: NotifyConfig,
+    event: LifecycleEvent,
+    *,
+    also: Sequence[str] = (),
 ) -> list[OutboxRow]:
     """Queue ``event`` for every endpoint subscribed to its type, in the caller's transaction.
 
-    Returns the rows added (none when no endpoint subscribes, or the event was queued before).
+    ``also``: more endpoint names, after those (the team managers an SLA event is for,
+    :func:`dialer.notify.managers.manager_targets`). Returns the rows added (none when no
+    endpoint subscribes, or the event was queued before).
     """
+    endpoints = config.endpoints_for(event.type)
     return await _outbox_sql.enqueue(
         conn,
         event.lead_id,
         event.type.value,
         event.payload,
-        config.endpoints_for(event.type),
+        [*endpoints, *(name for name in also if name not in endpoints)],
         event_id=event.id,
         now=event.created_at,
     )

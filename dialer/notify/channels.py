@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -31,6 +31,7 @@ import aiosmtplib
 
 from dialer.notify.config import (
     EmailEndpoint,
+    Endpoint,
     NotifyConfig,
     SlackEndpoint,
     SmtpConfig,
@@ -203,8 +204,18 @@ def summarize(payload: Mapping[str, Any]) -> tuple[str, list[tuple[str, str]]]:
     sla: Mapping[str, Any] = data.get("sla") or {}
     if sla:
         facts.append(("SLA due", _text(sla.get("due_at"))))
+        if "remaining_s" in sla:
+            facts.append(("Time left", f"{sla['remaining_s'] / 60:.1f} min"))
         if "reason" in sla:
             facts.append(("Breach reason", _text(sla.get("reason"))))
+    escalation: Mapping[str, Any] = data.get("escalation") or {}
+    assignee = escalation.get("rep")
+    if not rep and isinstance(assignee, Mapping):
+        facts.append(("Rep", _text(assignee.get("name") or assignee.get("id"))))
+    if "missed_reps" in escalation:
+        facts.append(("Reps tried", ", ".join(escalation["missed_reps"]) or "none"))
+    if "reassigned" in escalation:
+        facts.append(("Reassigned", "yes" if escalation["reassigned"] else "no"))
     failure: Mapping[str, Any] = data.get("failure") or {}
     if failure:
         facts.append(("Reason", f"{_text(failure.get('status'))}: {_text(failure.get('reason'))}"))
@@ -423,13 +434,19 @@ class EmailChannel:
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
 
 
-def build_channels(config: NotifyConfig, session: aiohttp.ClientSession) -> dict[str, Channel]:
-    """One channel per configured endpoint, by name."""
+def build_channels(
+    config: NotifyConfig,
+    session: aiohttp.ClientSession,
+    extra: Sequence[Endpoint] = (),
+) -> dict[str, Channel]:
+    """One channel per configured endpoint, by name, then one per ``extra`` endpoint (the
+    implicit ones of team managers, :func:`dialer.notify.managers.manager_endpoints`)."""
     channels: dict[str, Channel] = {}
-    for webhook in config.webhooks:
-        channels[webhook.name] = WebhookChannel(webhook, session)
-    for slack in config.slack:
-        channels[slack.name] = SlackChannel(slack, session)
-    for email in config.email:
-        channels[email.name] = EmailChannel(email, config.smtp)
+    for endpoint in (*config.endpoints, *extra):
+        if isinstance(endpoint, WebhookEndpoint):
+            channels[endpoint.name] = WebhookChannel(endpoint, session)
+        elif isinstance(endpoint, SlackEndpoint):
+            channels[endpoint.name] = SlackChannel(endpoint, session)
+        else:
+            channels[endpoint.name] = EmailChannel(endpoint, config.smtp)
     return channels

@@ -42,7 +42,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from email.utils import parseaddr
+from email.utils import getaddresses
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
@@ -58,6 +58,8 @@ __all__ = [
     "SlackEndpoint",
     "SmtpConfig",
     "WebhookEndpoint",
+    "is_email_address",
+    "is_http_url",
     "parse_notify",
     "smtp_password_env_var",
     "webhook_secret_env_var",
@@ -133,6 +135,10 @@ class NotifyConfig:
     webhooks: tuple[WebhookEndpoint, ...] = ()
     slack: tuple[SlackEndpoint, ...] = ()
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    #: True when ``[notify.smtp]`` is in the file: only then do team managers with an
+    #: ``email`` get SLA breach emails (``dialer.notify.managers``); the defaults of
+    #: :class:`SmtpConfig` alone (a local port 25) are not taken as a mail server.
+    smtp_configured: bool = False
     email: tuple[EmailEndpoint, ...] = ()
     #: Attempts before a notification is dead-lettered (status ``dead``).
     max_attempts: int = 8
@@ -255,8 +261,7 @@ class _Reader:
 
     def url(self, name: str) -> str:
         value = self.string(name, nonempty=True)
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if not is_http_url(value):
             raise _error(self.key(name), f'expected an http:// or https:// URL; got "{value}"')
         return value
 
@@ -352,11 +357,29 @@ def _parse_slack(table: _Reader) -> SlackEndpoint:
     return endpoint
 
 
+def is_http_url(value: str) -> bool:
+    """True for an ``http://`` or ``https://`` URL with a host (webhook and Slack URLs)."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def is_email_address(value: str) -> bool:
+    """True when ``value`` looks like one address (``a@b`` or ``Name <a@b>``)."""
+    parsed = getaddresses([value])
+    if len(parsed) != 1:  # "a@x, b@y" is a list, not an address
+        return False
+    address = parsed[0][1]
+    local, at, domain = address.partition("@")
+    return bool(local and at and domain) and "@" not in domain and " " not in address
+
+
 def _address(path: str, value: object) -> str:
     if not isinstance(value, str):
         raise _error(path, f"expected an email address; got {_type_name(value)}")
-    _, address = parseaddr(value)
-    if not address or "@" not in address or address.startswith("@") or address.endswith("@"):
+    if not is_email_address(value):
         raise _error(path, f'expected an email address; got "{value}"')
     return value
 
@@ -448,7 +471,9 @@ def parse_notify(raw: object, env: Mapping[str, str] = os.environ) -> NotifyConf
     poll_interval_s = root.duration("poll_interval_s", defaults.poll_interval_s)
     drain_timeout_s = root.duration("drain_timeout_s", defaults.drain_timeout_s)
     timeouts = [item.timeout_s for item in webhooks] + [item.timeout_s for item in slack]
-    longest = max([*timeouts, smtp.timeout_s] if email else timeouts, default=0.0)
+    # With [notify.smtp], team managers' breach emails use it even without [[notify.email]].
+    uses_smtp = bool(email) or smtp_table is not None
+    longest = max([*timeouts, smtp.timeout_s] if uses_smtp else timeouts, default=0.0)
     lease_default = max(defaults.lease_s, longest + _LEASE_MARGIN_S)
     lease_s = root.duration("lease_s", lease_default)
     if lease_s < longest + _LEASE_MARGIN_S:
@@ -462,6 +487,7 @@ def parse_notify(raw: object, env: Mapping[str, str] = os.environ) -> NotifyConf
         webhooks=webhooks,
         slack=slack,
         smtp=smtp,
+        smtp_configured=smtp_table is not None,
         email=email,
         max_attempts=max_attempts,
         backoff_base_s=backoff_base_s,

@@ -37,6 +37,7 @@ from dialer.api.keys import CONFIG_KEY, DATABASE_URL_KEY, STORE_KEY
 from dialer.logs import get_logger
 from dialer.notify.channels import Channel, Delivery, DeliveryError, build_channels
 from dialer.notify.config import NotifyConfig
+from dialer.notify.managers import manager_endpoints, unsendable_manager_emails
 from dialer.store import notify as outbox_sql
 from dialer.store.migrate import AnyConnection
 from dialer.store.notify import OutboxRow
@@ -415,28 +416,42 @@ def _notify_config(app: web.Application) -> NotifyConfig:
 async def notify_ctx(app: web.Application) -> AsyncIterator[None]:
     """``cleanup_ctx``: run the outbox worker while the app runs (after ``database_ctx``).
 
-    Needs ``STORE_KEY`` (its pool) and, for prompt wake-ups, ``DATABASE_URL_KEY``.
+    Delivers to the ``[notify]`` endpoints and to the team managers' own contacts
+    (:func:`dialer.notify.managers.manager_endpoints`); warns about manager emails that no
+    ``[notify.smtp]`` can send. Needs ``STORE_KEY`` (its pool) and, for prompt wake-ups,
+    ``DATABASE_URL_KEY``.
     """
     config = _notify_config(app)
-    if not config.endpoints:
-        _log.info("notifications off: no [notify] endpoints")
+    teams = app[CONFIG_KEY].teams
+    for key in unsendable_manager_emails(teams, config):
+        # A warning, not an error: the address still reaches webhooks (data.escalation), and
+        # adding a manager's contact must not stop a daemon whose mail server is elsewhere.
+        _log.warning(
+            "manager email not sent: [notify.smtp] is not configured; SLA breaches reach "
+            "this manager only through [notify] endpoints and their slack_webhook",
+            key=key,
+        )
+    managers = manager_endpoints(teams, config)
+    endpoints = (*config.endpoints, *managers)
+    if not endpoints:
+        _log.info("notifications off: no [notify] endpoints and no manager contacts")
         yield
         return
     worker_id = app[CONFIG_KEY].daemon.resolved_instance_id()
-    connector = aiohttp.TCPConnector(limit=sum(e.max_concurrency for e in config.endpoints))
+    connector = aiohttp.TCPConnector(limit=sum(e.max_concurrency for e in endpoints))
     async with aiohttp.ClientSession(
         connector=connector, cookie_jar=aiohttp.DummyCookieJar()
     ) as session:
         worker = OutboxWorker.from_config(
             config,
             app[STORE_KEY].pool,
-            build_channels(config, session),
+            build_channels(config, session, managers),
             worker_id=worker_id,
             listen_dsn=app.get(DATABASE_URL_KEY),
         )
         await worker.start()
         app[OUTBOX_WORKER_KEY] = worker
-        _log.info("notifications on", endpoints=[e.name for e in config.endpoints])
+        _log.info("notifications on", endpoints=[e.name for e in endpoints])
         try:
             yield
         finally:

@@ -489,3 +489,31 @@ def test_media_rejects_bad_values(key: str, value: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config({"media": {key: value}}, env={})
     assert caught.value.key_path == f"media.{key}"
+
+
+@pytest.mark.parametrize(
+    ("manager", "key", "fragment"),
+    [
+        ('slack_webhook = "hooks.slack.com/x"', "slack_webhook", "http:// or https:// URL"),
+        ('slack_webhook = "ftp://hooks.example.com/x"', "slack_webhook", "http:// or https://"),
+        ('email = "wendy"', "email", 'expected an email address; got "wendy"'),
+        ('email = "a@x.com, b@x.com"', "email", "expected an email address"),
+        ("email = 3", "email", "expected a string"),
+    ],
+)
+def test_bad_manager_contacts_name_the_key(manager: str, key: str, fragment: str) -> None:
+    error = error_of(f'[[teams]]\nid = "west"\n[teams.manager]\nname = "W"\n{manager}')
+    assert error.key_path == f"teams[0].manager.{key}"
+    assert fragment in str(error) and "\n" not in str(error)
+
+
+def test_manager_contacts_are_kept_and_the_slack_webhook_is_not_printed() -> None:
+    config = parse(
+        '[[teams]]\nid = "west"\n[teams.manager]\nname = "W"\nemail = " Wendy <w@x.com> "\n'
+        'slack_webhook = "https://hooks.slack.com/services/T/B/secret"'
+    )
+    manager = config.teams[0].manager
+    assert manager is not None
+    assert manager.email == "Wendy <w@x.com>"
+    assert manager.slack_webhook == "https://hooks.slack.com/services/T/B/secret"
+    assert "secret" not in repr(config.teams[0])

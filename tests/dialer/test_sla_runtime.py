@@ -19,25 +19,33 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from dialer.api import create_app, health
+from dialer.api.keys import CONFIG_KEY, DATABASE_URL_KEY, STORE_KEY
 from dialer.config import Config, SlaConfig, parse_config
 from dialer.domain import Intent, LeadEvent, LeadStatus
 from dialer.notify import BreachReason
+from dialer.notify.outbox import OUTBOX_WORKER_KEY, notify_ctx
 from dialer.sla_runtime import (
     ESCALATION_SCHEMA,
     SLA_RUNTIME_KEY,
     EscalationResult,
     SlaRuntime,
+    SlaRuntimeSettings,
     breach_reason,
     sla_ctx,
     watch_lead,
 )
 from dialer.sla_watch import Milestone
 from dialer.store import NewLead, Store
-from dialer.store.notify import OutboxRow, list_for_lead
+from dialer.store.notify import OutboxRow, OutboxStatus, list_for_lead
 from dialer.store.pipeline import PipelineStore
 from dialer.store.pool import create_pool
 from dialer.store.sla import EscalationLead
-from tests.support.notify import load_webhook_schema, schema_errors
+from tests.support.notify import (
+    SmtpReceiver,
+    WebhookReceiver,
+    load_webhook_schema,
+    schema_errors,
+)
 
 T = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -581,3 +589,227 @@ async def test_sla_ctx_publishes_the_runtime_and_the_hook_feeds_it(
     watch_lead(app, lead.id, due_at=due, started_at=lead.clock_start)
     assert runtime.is_watching(lead.id)
     assert runtime.next_deadline() == lead.clock_start + timedelta(minutes=30)
+
+
+# --------------------------------------------------------------------------- managers' own contacts
+#
+# Real receivers (aiosmtpd, an aiohttp "Slack"), the daemon's own outbox worker (notify_ctx),
+# and lead times relative to the wall clock: the worker delivers rows as soon as they are due.
+
+PAGE = "https://dialer.example.com"
+
+
+def managers_config(smtp_port: int, west_slack: str, east_slack: str) -> Config:
+    # ann and bob are in west (Wendy), cid in east (Ed); both managers have email and Slack.
+    return parse_config(
+        {
+            "reps": [
+                {"id": "ann", "sip_uri": "sip:ann@127.0.0.1", "teams": ["west"]},
+                {"id": "bob", "sip_uri": "sip:bob@127.0.0.1", "teams": ["west"]},
+                {"id": "cid", "name": "Cid", "sip_uri": "sip:cid@127.0.0.1", "teams": ["east"]},
+            ],
+            "teams": [
+                {
+                    "id": "west",
+                    "manager": {
+                        "name": "Wendy",
+                        "email": "wendy@example.com",
+                        "slack_webhook": west_slack,
+                    },
+                },
+                {
+                    "id": "east",
+                    "manager": {
+                        "name": "Ed",
+                        "email": "ed@example.com",
+                        "slack_webhook": east_slack,
+                    },
+                },
+            ],
+            "sla": {"high": "300s", "at_risk_fraction": 0.5},
+            "notify": {
+                "max_attempts": 4,
+                "backoff_base_s": 0.01,
+                "backoff_max_s": 0.05,
+                "poll_interval_s": 0.2,
+                "smtp": {
+                    "host": "127.0.0.1",
+                    "port": smtp_port,
+                    "from": "dialer@example.com",
+                    "timeout_s": "5s",
+                },
+            },
+        },
+        env={},
+    )
+
+
+async def missed_lead(store: Store, *, age_s: float, missed_by: Sequence[str]) -> str:
+    """A high-intent lead received ``age_s`` ago that ``missed_by`` let ring out."""
+    received = datetime.now(UTC) - timedelta(seconds=age_s)
+    lead, _ = await store.create_lead(
+        NewLead(
+            phone="+14155552671",
+            name="Ada Lovelace",
+            company="Engines",
+            source="web",
+            intent=Intent.HIGH,
+            received_at=received,
+        )
+    )
+    await store.append_event(lead.id, "ringing_reps", {"targets": list(missed_by)}, at=received)
+    for rep in missed_by:
+        await store.append_event(
+            lead.id, "rep_leg_ended", {"rep_id": rep, "result": "no_answer"}, at=received
+        )
+    await store.pool.execute(
+        "UPDATE leads SET status = 'waiting_for_rep', status_reason = 'reps_no_answer',"
+        " tried_reps = $2 WHERE id = $1::uuid",
+        lead.id,
+        list(missed_by),
+    )
+    return lead.id
+
+
+async def escalate_now(store: Store, config: Config) -> list[EscalationResult]:
+    """One daemon's SLA start-up at the wall clock (what is due is handled, once)."""
+    runtime = SlaRuntime(
+        pool=store.pool,
+        config=config,
+        clock=FakeClock(datetime.now(UTC)),
+        timer=False,
+        settings=SlaRuntimeSettings(page_url_base=PAGE),
+    )
+    try:
+        return await runtime.start()
+    finally:
+        await runtime.stop()
+
+
+async def deliver_with_the_daemons_worker(
+    store: Store, config: Config, database_url: str, lead_id: str
+) -> list[OutboxRow]:
+    """Run ``notify_ctx`` as the daemon does until every row of the lead is settled."""
+    app = web.Application()
+    app[CONFIG_KEY] = config
+    app[STORE_KEY] = store
+    app[DATABASE_URL_KEY] = database_url
+    app.cleanup_ctx.append(notify_ctx)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        assert app[OUTBOX_WORKER_KEY].running  # manager contacts alone start the worker
+        for _ in range(200):
+            rows = await outbox_rows(store, lead_id)
+            if rows and all(r.status in (OutboxStatus.DELIVERED, OutboxStatus.DEAD) for r in rows):
+                return rows
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"not delivered: {[(r.endpoint, r.status) for r in rows]}")
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def receivers() -> AsyncIterator[tuple[SmtpReceiver, WebhookReceiver, WebhookReceiver]]:
+    smtp = SmtpReceiver(fail_first=1)  # a 451 first: the worker's retry delivers it
+    west = WebhookReceiver(secret="", slack=True, fail_first=1)
+    east = WebhookReceiver(secret="", slack=True)
+    await smtp.start()
+    await west.start()
+    await east.start()
+    try:
+        yield smtp, west, east
+    finally:
+        await west.stop()
+        await east.stop()
+        await smtp.stop()
+
+
+async def test_breach_emails_and_slacks_the_teams_manager_exactly_once(
+    store: Store,
+    database_url: str,
+    receivers: tuple[SmtpReceiver, WebhookReceiver, WebhookReceiver],
+) -> None:
+    smtp, west, east = receivers
+    config = managers_config(smtp.port, west.url, east.url)
+    lead_id = await missed_lead(store, age_s=301, missed_by=["ann", "bob"])
+
+    (breach,) = await escalate_now(store, config)
+    assert breach.milestone is Milestone.BREACHED and breach.reason is BreachReason.ALL_MISSED
+    # ann and bob are west's: Wendy alone, by email and Slack, in the breach's transaction.
+    assert breach.endpoints == ("manager:west:email", "manager:west:slack")
+    rows = await deliver_with_the_daemons_worker(store, config, database_url, lead_id)
+    event_id = f"evt_{lead_id}_{breach.seq}"
+    assert [(r.endpoint, r.idempotency_key, r.status) for r in rows] == [
+        ("manager:west:email", f"{event_id}:manager:west:email", OutboxStatus.DELIVERED),
+        ("manager:west:slack", f"{event_id}:manager:west:slack", OutboxStatus.DELIVERED),
+    ]
+
+    # Exactly one email, to Wendy, with the lead's context.
+    (message,) = smtp.messages
+    assert smtp.envelopes == [("dialer@example.com", ["wendy@example.com"])]
+    assert message["To"] == "wendy@example.com"
+    assert message["Subject"] == "SLA breached: lead Ada Lovelace"
+    assert message["Idempotency-Key"] == f"{event_id}:manager:west:email"
+    body = message.get_payload(decode=True).decode()  # type: ignore[union-attr]
+    for fact in ("Ada Lovelace", "+14155552671", "Engines", "web", "high", "all_missed"):
+        assert fact in body, fact
+    assert "Reps tried     ann, bob" in body
+    assert f"Lead: {PAGE}/v1/leads/{lead_id}" in body
+
+    # Exactly one Slack message, to Wendy's webhook (after its one failed attempt).
+    assert list(west.processed) == [f"{event_id}:manager:west:slack"]
+    (slack_body,) = west.processed.values()
+    assert slack_body["text"] == "SLA breached: lead Ada Lovelace"
+    fields = [f["text"] for f in slack_body["blocks"][1]["fields"]]
+    assert "*Breach reason*\nall_missed" in fields and "*Reps tried*\nann, bob" in fields
+    assert f"<{PAGE}/v1/leads/{lead_id}|open lead>" in str(slack_body["blocks"][2])
+    assert east.journal == []  # Ed's team never had the lead
+
+    # A restart (or a second daemon) re-derives nothing and sends nothing again.
+    assert await escalate_now(store, config) == []
+    rows_after = await deliver_with_the_daemons_worker(store, config, database_url, lead_id)
+    assert [r.id for r in rows_after] == [r.id for r in rows]
+    assert len(smtp.messages) == 1 and sum(smtp.attempts.values()) == 2
+    assert len(west.processed) == 1 and west.duplicates == 0 and len(west.journal) == 3
+
+
+async def test_at_risk_is_a_slack_heads_up_to_the_team_manager_only(
+    store: Store,
+    database_url: str,
+    receivers: tuple[SmtpReceiver, WebhookReceiver, WebhookReceiver],
+) -> None:
+    smtp, west, east = receivers
+    config = managers_config(smtp.port, west.url, east.url)
+    lead_id = await missed_lead(store, age_s=160, missed_by=["cid"])  # at risk from 150 s
+
+    (at_risk,) = await escalate_now(store, config)
+    assert at_risk.milestone is Milestone.AT_RISK
+    # cid is east's: Ed's Slack; no email for a warning, nothing for west.
+    assert at_risk.endpoints == ("manager:east:slack",)
+    (row,) = await deliver_with_the_daemons_worker(store, config, database_url, lead_id)
+    assert row.status is OutboxStatus.DELIVERED
+    assert row.idempotency_key == f"evt_{lead_id}_{at_risk.seq}:manager:east:slack"
+    (slack_body,) = east.processed.values()
+    assert slack_body["text"] == "SLA at risk: lead Ada Lovelace"
+    fields = [f["text"] for f in slack_body["blocks"][1]["fields"]]
+    assert any(f.startswith("*SLA due*\n") for f in fields)
+    assert any(f.startswith("*Time left*\n") for f in fields)
+    assert smtp.messages == [] and sum(smtp.attempts.values()) == 0
+    assert west.journal == []
+    # Restarted before the deadline: the heads-up is not repeated.
+    assert await escalate_now(store, config) == []
+    assert len(await outbox_rows(store, lead_id)) == 1
+
+
+async def test_without_smtp_managers_get_slack_but_no_email(
+    store: Store, receivers: tuple[SmtpReceiver, WebhookReceiver, WebhookReceiver]
+) -> None:
+    smtp, west, east = receivers
+    config = managers_config(smtp.port, west.url, east.url)
+    config = dataclasses.replace(
+        config, notify=dataclasses.replace(config.notify, smtp_configured=False)
+    )
+    await missed_lead(store, age_s=301, missed_by=["ann"])
+    (breach,) = await escalate_now(store, config)
+    assert breach.endpoints == ("manager:west:slack",)
