@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv sysdeps lint typecheck pytest test faults demo bench bench-intake clean
+.PHONY: all venv sysdeps lint typecheck pytest test faults demo bench bench-intake screenshots clean
 
 all: venv
 
@@ -40,6 +40,15 @@ demo: venv sysdeps
 
 bench-intake: venv
 	$(BIN)/python benchmarks/intake.py --leads 20000 --concurrency 16
+
+# Regenerates the README's screenshots (docs/screenshots/) from the browser tests, which save
+# them to test-artifacts/screenshots/. The old artifacts go first, so a failed run copies nothing.
+SHOTS := test-artifacts/screenshots
+screenshots: venv sysdeps
+	rm -f $(SHOTS)/dashboard-1280x800.png $(SHOTS)/console-390x844.png
+	$(BIN)/pytest -q -p no:cacheprovider tests/web/test_browser.py
+	cp $(SHOTS)/dashboard-1280x800.png docs/screenshots/dashboard.png
+	cp $(SHOTS)/console-390x844.png docs/screenshots/console-phone.png
 
 # Regenerates the shipped G.711 prompts (needs Debian's espeak-ng and sox).
 prompts:

@@ -13,6 +13,7 @@ Environment overrides (secrets and the database stay out of files):
 - ``DIALER_DATABASE_URL`` -> ``database.url``
 - ``DIALER_API_TOKENS`` (comma-separated; ignored when it holds no token) -> ``api.tokens``
 - ``DIALER_SIP_ADVERTISE`` (ignored when empty) -> ``sip.advertise``
+- ``DIALER_CRM_URL`` (ignored when empty) -> ``api.crm_url``
 - ``DIALER_TRUNK_<NAME>_PASSWORD`` (trunk name upper-cased, non-alphanumerics -> ``_``)
   -> that trunk's ``password``
 
@@ -28,6 +29,7 @@ import math
 import os
 import re
 import socket
+import string
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -189,6 +191,10 @@ class ApiConfig:
     default_region: str = "US"
     #: Base URL of lead page links; empty -> ``http://<listen>``.
     public_url: str = ""
+    #: "Open in CRM" link on the rep console's lead card: an http(s) URL template with any of
+    #: ``{lead_id}``, ``{external_id}``, ``{phone}``, ``{email}``, e.g.
+    #: ``"https://crm.example.com/leads/{external_id}"``; empty -> no link.
+    crm_url: str = ""
 
     @property
     def host(self) -> str:
@@ -886,6 +892,10 @@ def _parse_api(table: _Table, env: Mapping[str, str]) -> ApiConfig:
     public_url = table.str_("public_url", defaults.public_url).rstrip("/")
     if public_url and not re.match(r"^https?://", public_url):
         raise table.error("public_url", f'expected an http:// or https:// URL; got "{public_url}"')
+    crm_url = table.str_("crm_url", defaults.crm_url).strip()
+    if env.get("DIALER_CRM_URL", "").strip():
+        crm_url = env["DIALER_CRM_URL"].strip()
+    _check_crm_url(table, crm_url)
     result = ApiConfig(
         listen=listen,
         tokens=tokens,
@@ -893,9 +903,32 @@ def _parse_api(table: _Table, env: Mapping[str, str]) -> ApiConfig:
         max_body_bytes=table.int_("max_body_bytes", defaults.max_body_bytes, minimum=1024),
         default_region=region,
         public_url=public_url,
+        crm_url=crm_url,
     )
     table.finish()
     return result
+
+
+#: Placeholders of ``[api] crm_url``: the values ``dialer.web.crm_link`` fills in.
+_CRM_URL_FIELDS = frozenset({"lead_id", "external_id", "phone", "email"})
+
+
+def _check_crm_url(table: _Table, template: str) -> None:
+    """Refuse a CRM link template the console could never turn into a link."""
+    if not template:
+        return
+    if not re.match(r"^https?://", template):
+        raise table.error("crm_url", f'expected an http:// or https:// URL; got "{template}"')
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise table.error("crm_url", f"bad template: {exc}") from None
+    unknown = sorted(names - _CRM_URL_FIELDS)
+    if unknown:
+        known = ", ".join("{" + name + "}" for name in sorted(_CRM_URL_FIELDS))
+        raise table.error(
+            "crm_url", f"unknown placeholder {{{unknown[0]}}}; expected any of {known}"
+        )
 
 
 def _parse_database(table: _Table, env: Mapping[str, str]) -> DatabaseConfig:

@@ -51,8 +51,10 @@ __all__ = [
     "web_ctx",
 ]
 
-#: Environment variable with the CRM link template (``{lead_id}``, ``{external_id}``,
-#: ``{phone}``, ``{email}``), e.g. ``https://crm.example.com/leads/{external_id}``.
+#: Environment variable overriding ``[api] crm_url``, the CRM link template (``{lead_id}``,
+#: ``{external_id}``, ``{phone}``, ``{email}``), e.g.
+#: ``https://crm.example.com/leads/{external_id}``. :func:`dialer.config.parse_config` applies
+#: it, so a bad value stops the daemon at start-up.
 CRM_URL_ENV: Final = "DIALER_CRM_URL"
 
 DeclineHandler = Callable[[str, str], Awaitable[bool]]
@@ -69,7 +71,8 @@ class ConsoleSettings:
 
     #: Key signing console links and page sessions (:func:`dialer.web.auth.resolve_secret`).
     secret: bytes
-    #: CRM link template for a lead's card ("" for none); see :data:`CRM_URL_ENV`.
+    #: CRM link template for a lead's card ("" for none): ``[api] crm_url`` or
+    #: :data:`CRM_URL_ENV`.
     crm_url: str = ""
     #: Seconds between SSE heartbeat comments (keeps proxies from closing idle streams).
     heartbeat_s: float = 15.0
@@ -84,11 +87,12 @@ class ConsoleSettings:
 def console_settings_for(
     config: Config, env: Mapping[str, str] = os.environ, **overrides: Any
 ) -> ConsoleSettings:
-    """Settings from the environment (``DIALER_CONSOLE_SECRET``, ``DIALER_CRM_URL``) and
-    ``[api] tokens``; keyword arguments override any field."""
+    """Settings from the configuration (``[api] crm_url``, already overridden by
+    ``DIALER_CRM_URL`` when the config was parsed), the environment (``DIALER_CONSOLE_SECRET``)
+    and ``[api] tokens``; keyword arguments override any field."""
     values: dict[str, Any] = {
         "secret": resolve_secret(api_tokens=config.api.tokens, env=env),
-        "crm_url": env.get(CRM_URL_ENV, ""),
+        "crm_url": config.api.crm_url,
     }
     values.update(overrides)
     return ConsoleSettings(**values)

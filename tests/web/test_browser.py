@@ -3,7 +3,9 @@
 The server is the real aiohttp app on 127.0.0.1 with the real PostgreSQL of the session; the
 pipeline's part (a rep's phone starts ringing) is played by :func:`publish_call_event`, the very
 hook the pipeline calls. Screenshots of both pages, at 1280x800 and at phone width (390x844),
-are written to ``test-artifacts/screenshots/``.
+are written to ``test-artifacts/screenshots/`` (``make screenshots`` copies two of them to
+``docs/screenshots/`` for the README). Along the way the pages are checked for WCAG AA text
+contrast (``contrast.js``) and for sideways overflow at 1280x800 and at phone width.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -149,6 +152,39 @@ async def shoot(page: Page, name: str) -> None:
     await page.screenshot(path=str(SCREENSHOTS / name), full_page=False)
 
 
+#: WCAG contrast of every visible text, measured in the page (see the script's header).
+CONTRAST_JS = (Path(__file__).parent / "contrast.js").read_text(encoding="utf-8")
+
+
+async def assert_readable(page: Page, *must_cover: str) -> None:
+    """Every visible text on ``page`` meets WCAG AA (4.5:1; 3:1 for large text). Each of
+    ``must_cover`` (CSS selectors) must be on the page, so the states meant to be measured
+    (a row of each SLA colour, a saved card...) really were."""
+    for selector in must_cover:
+        assert await page.locator(selector).count() > 0, f"nothing to measure at {selector}"
+    results = await page.evaluate(CONTRAST_JS)
+    assert results, "no text measured"
+    failing = [item for item in results if item["ratio"] < item["need"]]
+    assert failing == [], failing
+
+
+async def assert_no_horizontal_overflow(page: Page) -> None:
+    """The page never scrolls sideways, and no table is wider than its wrapper."""
+    sizes = await page.evaluate(
+        """() => ({
+          page: [document.documentElement.scrollWidth, window.innerWidth],
+          tables: Array.from(document.querySelectorAll("table")).map((t) => {
+            const wrap = t.closest(".table-wrap") || t.parentElement;
+            return [t.id, wrap.scrollWidth, wrap.clientWidth];
+          }),
+        })"""
+    )
+    scroll_width, inner_width = sizes["page"]
+    assert scroll_width <= inner_width, sizes
+    overflowing = [table for table in sizes["tables"] if table[1] > table[2]]
+    assert overflowing == [], overflowing
+
+
 async def test_ringing_pops_the_card_in_that_reps_console_only(
     browser: Browser, site: Site
 ) -> None:
@@ -168,13 +204,16 @@ async def test_ringing_pops_the_card_in_that_reps_console_only(
     assert await card.locator('[data-slot="name"]').text_content() == "Jordan Rivera"
     assert await card.locator('[data-slot="phone"]').text_content() == lead.phone
     crm = card.locator('[data-slot="crm"] a')
-    assert await crm.get_attribute("href") == "https://crm.example/crm-778"
+    assert await crm.get_attribute("href") == "https://crm.example/crm-778"  # [api] crm_url
+    await assert_readable(alice, "article.card .state", "button.decline", '[data-slot="crm"] a')
     # Bob's console got nothing: no card, and the lead's name is nowhere on his page.
     await asyncio.sleep(0.3)
     assert await bob.locator("article.card").count() == 0
     assert "Jordan Rivera" not in await bob.content()
     await shoot(alice, "console-1280x800.png")
     await alice.set_viewport_size(PHONE)
+    await assert_no_horizontal_overflow(alice)
+    await assert_readable(alice, "article.card")
     await shoot(alice, "console-390x844.png")
     # The decline button is keyboard-operable.
     await card.locator('[data-action="decline"]').focus()
@@ -193,8 +232,11 @@ async def test_disposition_saved_in_the_console_shows_on_the_lead_over_the_api(
     await card.wait_for(state="visible", timeout=2000)
     await card.get_by_label("Qualified").check()
     await card.get_by_label("Notes").fill("Demo on Friday")
+    await assert_readable(alice, '[data-slot="disposition"] button[type="submit"]', "textarea")
     await card.get_by_role("button", name="Save disposition").click()
     await card.locator('[data-slot="saved"]', has_text="Saved.").wait_for(timeout=2000)
+    # The saved card stays a few seconds, greyed out but still readable.
+    await assert_readable(alice, "article.card.done")
     response = await site.api.get(f"/v1/leads/{lead.id}/disposition", headers=AUTH)
     assert response.status == 200
     body = await response.json()
@@ -209,7 +251,7 @@ async def test_disposition_saved_in_the_console_shows_on_the_lead_over_the_api(
 
 async def seed_history(store: Store, now: datetime) -> None:
     """Called leads over the past week, so the trend charts have something to draw."""
-    for day in range(1, 8):
+    for day in range(8):
         for index in range(3):
             received = now - timedelta(days=day, minutes=10 * index)
             lead = await new_lead(
@@ -234,6 +276,20 @@ async def test_dashboard_row_turns_yellow_when_its_sla_is_at_risk(
     site.clock.now = start + timedelta(seconds=5)  # high intent: 300 s, at risk from 150 s
     lead = await new_lead(site.store, name="Alex Kim", received_at=start)
     await new_lead(site.store, name="Robin Diaz", phone="+15550104444", received_at=start)
+    # One row of each colour, so contrast is measured on all three (and the screenshot shows them).
+    await new_lead(
+        site.store,
+        name="Taylor Soon",
+        phone="+15550105555",
+        received_at=start - timedelta(seconds=200),
+    )
+    await new_lead(
+        site.store,
+        name="Morgan Late",
+        company="Globex",
+        phone="+15550106666",
+        received_at=start - timedelta(minutes=10),
+    )
     context = await browser.new_context(viewport=DESKTOP)
     page = await context.new_page()
     await page.goto(site.url(f"/dashboard?token={TOKEN}"))
@@ -243,6 +299,20 @@ async def test_dashboard_row_turns_yellow_when_its_sla_is_at_risk(
     await row.wait_for(timeout=5000)
     await page.wait_for_selector(f'#queue tr[data-lead-id="{lead.id}"].sla-green', timeout=3000)
     await page.wait_for_selector("#conn[data-state=live]", timeout=5000)
+    await page.locator("#reps tbody tr").first.wait_for(timeout=3000)
+    # 1280x800: every table fits its panel (no sideways scrolling of the rep board).
+    await assert_no_horizontal_overflow(page)
+    await assert_readable(
+        page,
+        "#queue tr.sla-green .sla-label",
+        "#queue tr.sla-yellow .sla-label",
+        "#queue tr.sla-red .sla-label",
+        "#queue button.link",
+        "#reps td",
+        "#reps th",
+        '.range button[aria-pressed="true"]',
+        '.range button[aria-pressed="false"]',
+    )
     await shoot(page, "dashboard-1280x800.png")
     # The server's clock moves into the at-risk part of the window; a live event makes the
     # page fetch again, and the row changes colour.
@@ -254,8 +324,11 @@ async def test_dashboard_row_turns_yellow_when_its_sla_is_at_risk(
     await row.get_by_role("button").focus()
     await page.keyboard.press("Enter")
     await page.locator("#drill[open] .timeline li").first.wait_for(timeout=3000)
+    await assert_readable(page, "#drill[open] .timeline li")
     await page.keyboard.press("Escape")
     await page.set_viewport_size(PHONE)
+    await assert_no_horizontal_overflow(page)
+    await assert_readable(page, "#queue tr.sla-red td")
     await shoot(page, "dashboard-390x844.png")
 
 
@@ -364,6 +437,10 @@ async def test_a_posted_lead_pops_in_the_ringing_reps_console_end_to_end(
 
         alice = await open_console(browser, site, "alice")
         bob = await open_console(browser, site, "bob")
+        # The issue's functional acceptance ("posting a lead pops its card within 1 s") is a
+        # wall-clock bound on purpose, measured from before the POST: the 202's own time
+        # counts against the second, so the wait gets only what is left of it.
+        posted_at = time.monotonic()
         response = await api.post(
             "/v1/leads",
             json={"phone": "+1 415 555 0134", "name": "Casey Posted", "intent": "high"},
@@ -372,7 +449,9 @@ async def test_a_posted_lead_pops_in_the_ringing_reps_console_end_to_end(
         assert response.status == 202, await response.text()
         lead_id = (await response.json())["id"]
         card = alice.locator(f'article.card[data-lead-id="{lead_id}"]')
-        await card.wait_for(state="visible", timeout=1000)
+        left_ms = max(0.0, 1000.0 - (time.monotonic() - posted_at) * 1000.0)
+        # Playwright reads timeout=0 as "no limit": a spent second still gets a 1 ms look.
+        await card.wait_for(state="visible", timeout=max(left_ms, 1.0))
         assert await card.locator('[data-slot="name"]').text_content() == "Casey Posted"
         assert await card.locator('[data-slot="attempts"]').text_content() == "0"
         # Alice answers after 1.5 s; the prospect answers and hangs up: disposition time.

@@ -18,7 +18,7 @@ from dialer.api import create_app, health, leads
 from dialer.api import routing as routing_api
 from dialer.api.keys import ALLOW_ANONYMOUS_KEY
 from dialer.calls import CallEvent, CallEventKind, Leg, LegKind, LegResult
-from dialer.config import Config, parse_config
+from dialer.config import Config, ConfigError, parse_config
 from dialer.domain import Intent, Lead
 from dialer.store import NewLead, Store
 from dialer.store import notify as outbox_sql
@@ -27,8 +27,8 @@ from dialer.web import (
     CONSOLE_SETTINGS_KEY,
     DECLINE_HANDLER_KEY,
     WEB_HUB_KEY,
-    ConsoleSettings,
     console_link,
+    console_settings_for,
     publish_call_event,
     web_ctx,
 )
@@ -49,10 +49,13 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 Client = TestClient[web.Request, web.Application]
 
 
-def make_config(*, sla_high_s: float = 300.0) -> Config:
+CRM_URL = "https://crm.example/{external_id}"
+
+
+def make_config(*, sla_high_s: float = 300.0, crm_url: str = CRM_URL) -> Config:
     return parse_config(
         {
-            "api": {"tokens": [TOKEN]},
+            "api": {"tokens": [TOKEN], "crm_url": crm_url},
             "reps": [
                 {
                     "id": "alice",
@@ -104,12 +107,9 @@ class Pages:
 
 def build_web_app(config: Config, store: Store, clock: Clock) -> web.Application:
     app = create_app(config, store, route_modules=(health, leads, routing_api, web_pages))
-    app[CONSOLE_SETTINGS_KEY] = ConsoleSettings(
-        secret=SECRET,
-        heartbeat_s=0.2,
-        retry_ms=500,
-        clock=clock,
-        crm_url="https://crm.example/{external_id}",
+    # The CRM link comes from the config's [api] crm_url, as in the daemon.
+    app[CONSOLE_SETTINGS_KEY] = console_settings_for(
+        config, env={}, secret=SECRET, heartbeat_s=0.2, retry_ms=500, clock=clock
     )
     app.cleanup_ctx.append(routing_api.routing_ctx)
     app.cleanup_ctx.append(web_ctx)
@@ -466,6 +466,42 @@ async def test_dashboard_stream_sees_every_reps_events(pages: Pages) -> None:
         first = json.loads((await read_frame(stream))["data"])
         second = json.loads((await read_frame(stream))["data"])
         assert (first["rep_id"], second["kind"]) == ("bob", "lead")
+
+
+# --------------------------------------------------------------------------- CRM link
+
+
+async def test_the_cards_crm_link_comes_from_the_config(store: Store) -> None:
+    config = make_config(crm_url="https://crm.test/leads/{external_id}?tel={phone}")
+    app = create_app(config, store, route_modules=(health, leads, web_pages))
+    app.cleanup_ctx.append(web_ctx)  # settings built from the config, as the daemon does
+    async with TestClient(TestServer(app)) as client:
+        lead = await new_lead(store, external_id="crm-9")
+        publish_call_event(app, lead, rep_event(CallEventKind.REP_RINGING, "alice", status=180))
+        [card] = app[WEB_HUB_KEY].open_cards("alice")
+        expected = f"https://crm.test/leads/crm-9?tel={lead.phone}"
+        assert card.data["lead"]["crm_url"] == expected
+        drill = await (await client.get(f"/dashboard/leads/{lead.id}", headers=AUTH)).json()
+        assert drill["lead"]["crm_url"] == expected
+
+
+def test_the_crm_url_env_var_overrides_the_config_and_bad_templates_are_refused() -> None:
+    raw = {"api": {"crm_url": "https://crm.test/{lead_id}"}}
+    assert parse_config(raw, env={}).api.crm_url == "https://crm.test/{lead_id}"
+    overridden = parse_config(raw, env={"DIALER_CRM_URL": "https://other.test/{email}"})
+    assert overridden.api.crm_url == "https://other.test/{email}"
+    assert console_settings_for(overridden, env={}).crm_url == "https://other.test/{email}"
+    assert parse_config(raw, env={"DIALER_CRM_URL": " "}).api.crm_url == raw["api"]["crm_url"]
+    assert parse_config({}, env={}).api.crm_url == ""
+    for bad, message in [
+        ("crm.test/{lead_id}", "expected an http:// or https:// URL"),
+        ("https://crm.test/{name}", "unknown placeholder {name}"),
+        ("https://crm.test/{}", "unknown placeholder {}"),
+        ("https://crm.test/{lead_id", "bad template"),
+    ]:
+        with pytest.raises(ConfigError, match=r"api\.crm_url: ") as error:
+            parse_config({"api": {"crm_url": bad}}, env={})
+        assert message in str(error.value)
 
 
 # --------------------------------------------------------------------------- pipeline hook
