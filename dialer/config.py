@@ -28,6 +28,7 @@ import ipaddress
 import math
 import os
 import re
+import shutil
 import socket
 import string
 import tomllib
@@ -355,6 +356,12 @@ class MediaConfig:
     prompt: Path = field(default_factory=shipped_accept_prompt)
     #: Ringback the accepting rep hears while the prospect is dialled.
     ringback: RingbackRegionName = "us"
+    #: Speak the lead's source in the press-1 prompt ("New lead from <source>. Press 1 to
+    #: connect."), synthesized per source while the reps ring; ``prompt`` plays whenever that
+    #: prompt is not ready. Off by default: it needs ``speech_command`` on the host.
+    speak_source: bool = False
+    #: The synthesizer for ``speak_source`` (``espeak-ng`` compatible); checked at start-up.
+    speech_command: str = "espeak-ng"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1201,11 +1208,22 @@ def _parse_media(table: _Table, sip: SipSettings, *, press1: bool) -> MediaConfi
         raise table.error(
             "prompt", f'prompt file not found or unreadable: {prompt} (accept = "press1")'
         )
+    speak_source = table.bool_("speak_source", False)
+    speech_command = table.nonempty_str("speech_command", "espeak-ng").strip()
+    if speak_source and shutil.which(speech_command) is None:
+        # Like a missing prompt file: refuse to start rather than fall back on every call.
+        raise table.error(
+            "speech_command" if "speech_command" in table else "speak_source",
+            f'speech synthesizer "{speech_command}" not found (speak_source = true; '
+            "install espeak-ng or set [media] speech_command)",
+        )
     result = MediaConfig(
         rtp_host=rtp_host,
         rtp_ports=(low, high),
         prompt=prompt,
         ringback=table.choice("ringback", "us", _RINGBACK_REGIONS),
+        speak_source=speak_source,
+        speech_command=speech_command,
     )
     table.finish()
     return result

@@ -71,6 +71,7 @@ from dialer.calls import (
     LegResult,
 )
 from dialer.calls.controller import CallController, ControllerSettings, EventCallback
+from dialer.calls.prompts import SpeechSettings
 from dialer.config import Config
 from dialer.domain import LeadStatus, RingPlan
 from dialer.logs import get_logger
@@ -1213,6 +1214,7 @@ async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
             # Loaded now when anything may ask for press-1: a broken prompt stops start-up.
             accept_prompt=load_prompt(media.prompt) if _uses_press1(config) else None,
             ringback_region=RingbackRegion(media.ringback),
+            speech=SpeechSettings(command=media.speech_command) if media.speak_source else None,
         ),
         advertised_host=config.sip.advertised_host,
     )

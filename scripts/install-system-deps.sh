@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian tools the tests need (SIPp from sip-tester) when they are missing.
+# Installs the Debian tools the tests need (SIPp from sip-tester, espeak-ng for the spoken
+# press-1 prompts) when they are missing.
 set -euo pipefail
 missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
+command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Generates the spoken prompts of the press-1-to-accept flow as small G.711 µ-law WAV files
-# (mono, 8 kHz) with Debian's espeak-ng and sox. The output is committed; run this (or
-# `make prompts`) after changing a text below.
+# Generates the generic spoken prompt of the press-1-to-accept flow as a small G.711 µ-law WAV
+# file (mono, 8 kHz) with Debian's espeak-ng and sox. The output is committed; run this (or
+# `make prompts`) after changing the text below. With `[media] speak_source = true` the daemon
+# also says the lead's source ("New lead from <source>. ...", dialer/calls/prompts.py, same
+# voice and speed); this file stays the fallback whenever that prompt is not ready.
 #
 #   scripts/make_prompts.sh [OUTPUT_DIR]        (default: dialer/prompts)
 #   PROMPT_VOICE=en-gb PROMPT_SPEED=150 scripts/make_prompts.sh
@@ -28,7 +30,6 @@ trap 'rm -rf "$work"' EXIT
 # name|text
 prompts=(
     "press1|New lead. Press 1 to connect."
-    "connecting|Connecting you now."
 )
 
 for entry in "${prompts[@]}"; do

@@ -68,7 +68,14 @@ from sip.message import (
     parse_message,
     reason_phrase,
 )
-from sip.prompt import Prompt, PromptError, RingbackRegion, load_prompt, ringback
+from sip.prompt import (
+    Prompt,
+    PromptError,
+    RingbackRegion,
+    load_prompt,
+    prompt_from_pcm_wav,
+    ringback,
+)
 from sip.rtp import MediaNegotiationError
 from sip.sdp import Attribute as SdpAttribute
 from sip.sdp import (
@@ -170,6 +177,7 @@ __all__ = [
     "parse_reason",
     "parse_uri",
     "parse_via",
+    "prompt_from_pcm_wav",
     "reason_phrase",
     "ringback",
     "split_header_values",

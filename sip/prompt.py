@@ -2,9 +2,10 @@
 
 A :class:`Prompt` is companded audio at 8 kHz in one law, with a name for logs. Prompts come
 from files (:func:`load_prompt`: a WAV file in µ-law or A-law, as ``sox -e u-law`` writes, or
-a raw ``.ulaw``/``.alaw`` file) or are generated (:func:`tone`, :func:`ringback`,
-:func:`silence`). A missing or unreadable prompt file raises a typed :class:`PromptError` so
-that the daemon refuses to start instead of placing silent calls.
+a raw ``.ulaw``/``.alaw`` file), from a speech synthesizer's 16-bit PCM WAV at any rate
+(:func:`prompt_from_pcm_wav`, resampled by :func:`resample_pcm`), or are generated
+(:func:`tone`, :func:`ringback`, :func:`silence`). A missing or unreadable prompt file raises a
+typed :class:`PromptError` so that the daemon refuses to start instead of placing silent calls.
 
 Pure apart from :func:`load_prompt`, which reads one file (start-up time, not the loop's):
 no socket, no clock.
@@ -14,8 +15,12 @@ from __future__ import annotations
 
 import enum
 import functools
+import itertools
 import math
+import operator
 import struct
+import sys
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +31,7 @@ __all__ = [
     "MAX_PROMPT_SECONDS",
     "RINGBACK_EU",
     "RINGBACK_US",
+    "SPEECH_PEAK_DBFS",
     "Prompt",
     "PromptError",
     "PromptFormatError",
@@ -34,6 +40,8 @@ __all__ = [
     "ToneSpec",
     "load_prompt",
     "parse_prompt",
+    "prompt_from_pcm_wav",
+    "resample_pcm",
     "ringback",
     "silence",
     "tone",
@@ -49,7 +57,8 @@ _FULL_SCALE_AMPLITUDE = 32124  # largest µ-law output magnitude in 16-bit PCM
 #: Ramp at each tone burst's edges (seconds): a hard start clicks.
 _RAMP_SECONDS = 0.005
 
-# WAVE format tags (RFC 2361 Appendix A): the two G.711 laws.
+# WAVE format tags (RFC 2361 Appendix A): linear PCM and the two G.711 laws.
+_WAVE_FORMAT_PCM = 0x0001
 _WAVE_FORMAT_ALAW = 0x0006
 _WAVE_FORMAT_MULAW = 0x0007
 _RAW_SUFFIXES = {
@@ -186,6 +195,133 @@ def load_prompt(path: str | Path) -> Prompt:
         return parse_prompt(data, name=str(file), codec=raw_codec)
     except PromptFormatError as error:
         raise PromptFormatError(str(error), path=str(file)) from None
+
+
+# -- synthesized speech -----------------------------------------------------------------------
+
+#: Peak level of a synthesized prompt (dBFS), as ``sox ... norm -3`` gives the shipped ones.
+SPEECH_PEAK_DBFS = -3.0
+#: Silence before and after a synthesized prompt (seconds), as ``sox ... pad 0.2 0.3``: the rep
+#: hears the start, and back-to-back plays do not click.
+_SPEECH_LEAD_IN_S = 0.2
+_SPEECH_TAIL_S = 0.3
+
+
+def _parse_pcm_wav(data: bytes, name: str) -> tuple[int, int, bytes]:
+    """(rate, channels, PCM) of a 16-bit linear PCM WAV.
+
+    A WAV written to a pipe cannot be seeked back to fix its sizes (``espeak-ng --stdout``
+    writes 0x7ffff000), so a ``data`` chunk longer than the input is cut to the input.
+    """
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise PromptFormatError(f"{name}: not a RIFF/WAVE file", path=name)
+    position = 12
+    fmt: tuple[int, int] | None = None
+    while position + 8 <= len(data):
+        chunk_id = data[position : position + 4]
+        (size,) = struct.unpack_from("<I", data, position + 4)
+        body = data[position + 8 : position + 8 + size]
+        if chunk_id == b"data":
+            if fmt is None:
+                break
+            rate, channels = fmt
+            usable = len(body) - len(body) % (2 * channels)
+            return rate, channels, bytes(body[:usable])
+        if len(body) < size:
+            raise PromptFormatError(f"{name}: truncated {chunk_id!r} chunk", path=name)
+        if chunk_id == b"fmt ":
+            if size < 16:
+                raise PromptFormatError(f"{name}: short fmt chunk", path=name)
+            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
+            if tag != _WAVE_FORMAT_PCM or bits != 16 or channels < 1 or not 1000 <= rate <= 192000:
+                raise PromptFormatError(
+                    f"{name}: format tag {tag}, {channels} channel(s), {rate} Hz, {bits} bits; "
+                    "expected 16-bit linear PCM (1)",
+                    path=name,
+                )
+            fmt = (rate, channels)
+        position += 8 + size + (size & 1)
+    raise PromptFormatError(f"{name}: WAV file without fmt or data chunk", path=name)
+
+
+def _int16(pcm: bytes) -> array[int]:
+    samples = array("h", pcm)
+    if sys.byteorder != "little":
+        samples.byteswap()
+    return samples
+
+
+def _pcm_bytes(samples: array[int]) -> bytes:
+    if sys.byteorder != "little":
+        samples.byteswap()
+    return samples.tobytes()
+
+
+def resample_pcm(pcm: bytes, rate: int, target: int = CLOCK_RATE) -> bytes:
+    """16-bit little-endian mono PCM from ``rate`` to ``target`` Hz.
+
+    Each output sample is the triangular-weighted mean of the ``2w - 1`` input samples around
+    its time (``w``: the rate ratio, rounded), i.e. two box filters in a row, which low-passes
+    before decimating: speech keeps its telephone band and the 4-11 kHz of a 22 kHz
+    synthesizer is attenuated instead of folding back (at ``w == 1`` it is the nearest
+    sample). With ``Q`` the prefix sums of the prefix sums of the input, that mean is
+    ``(Q[j + 2w] - 2 Q[j + w] + Q[j]) / w²`` for the window starting at ``j``, so the work is
+    two ``accumulate`` passes and a few ``map`` calls over built-ins: a simple resampler for
+    prompt audio (DESIGN §4), not a studio one.
+    """
+    if rate <= 0 or target <= 0:
+        raise ValueError("sampling rates must be positive")
+    samples = _int16(pcm[: len(pcm) - len(pcm) % 2])
+    if rate == target or not samples:
+        return _pcm_bytes(samples)
+    ratio = rate / target
+    width = max(1, round(ratio))
+    if len(samples) < 2 * width:
+        width = 1
+    count = max(1, int(len(samples) / ratio))
+    sums = list(itertools.accumulate(itertools.accumulate(samples, initial=0), initial=0))
+    # Window start of output k: its centre round(k * ratio) minus the filter's half-length,
+    # kept inside the input (the edges repeat the first and last full window).
+    last = len(samples) + 1 - 2 * width
+    centres = itertools.accumulate(itertools.repeat(ratio, count - 1), initial=0.0)
+    offsets = map(operator.sub, map(round, centres), itertools.repeat(width - 1))
+    starts = [*map(min, map(max, offsets, itertools.repeat(0)), itertools.repeat(last))]
+    first = map(sums.__getitem__, starts)
+    middle = map(sums.__getitem__, map(operator.add, starts, itertools.repeat(width)))
+    end = map(sums.__getitem__, map(operator.add, starts, itertools.repeat(2 * width)))
+    windows = map(
+        operator.sub,
+        map(operator.add, first, end),
+        map(operator.lshift, middle, itertools.repeat(1)),
+    )
+    return _pcm_bytes(array("h", map(operator.floordiv, windows, itertools.repeat(width * width))))
+
+
+def prompt_from_pcm_wav(data: bytes, *, name: str, codec: Codec = Codec.PCMU) -> Prompt:
+    """A prompt from a 16-bit PCM WAV at any rate, such as ``espeak-ng --stdout`` writes.
+
+    The first channel is kept, resampled to 8 kHz (:func:`resample_pcm`), peak-normalised to
+    :data:`SPEECH_PEAK_DBFS`, padded with silence like the shipped prompts and companded to
+    ``codec``. Raises :class:`PromptFormatError` for anything else, for silence and for audio
+    longer than :data:`MAX_PROMPT_SECONDS`.
+    """
+    rate, channels, pcm = _parse_pcm_wav(data, name)
+    if channels > 1:
+        pcm = _pcm_bytes(_int16(pcm)[::channels])
+    samples = _int16(resample_pcm(pcm, rate))
+    peak = max(max(samples, default=0), -min(samples, default=0))
+    if peak == 0:
+        raise PromptFormatError(f"{name}: the audio is silent", path=name)
+    wanted = round(32767 * 10 ** (SPEECH_PEAK_DBFS / 20))
+    scaled = map(
+        operator.floordiv,
+        map(operator.mul, samples, itertools.repeat(wanted)),
+        itertools.repeat(peak),
+    )
+    lead_in = [0] * round(_SPEECH_LEAD_IN_S * CLOCK_RATE)
+    tail = [0] * round(_SPEECH_TAIL_S * CLOCK_RATE)
+    audio = _pcm_bytes(array("h", itertools.chain(lead_in, scaled, tail)))
+    return _checked(Prompt(name=name, codec=codec, audio=encode(audio, codec)))
 
 
 # -- tones -----------------------------------------------------------------------------------

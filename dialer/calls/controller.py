@@ -38,12 +38,13 @@ Press-1-to-accept
 A plan with ``accept="press1"`` (DESIGN §4, voicemail defence) gets the daemon's own media on
 every rep leg: a UDP port from :class:`~sip.aio.rtp.RtpEngine` (opened before the INVITE, whose
 offer is that port's SDP). When the flow says a rep picked up (``PromptLeg``), the rep's answer
-is applied and the accept prompt plays; RFC 4733 digits from the stream and SIP INFO
-``application/dtmf-relay`` bodies from the dialog are turned into ``leg_accepted`` ("1") or
-``leg_declined`` (any other key). The winner hears ringback (``PlayRingback``) while the
-prospect is dialled; the bridge's re-INVITE stops it and the port is closed once that
-re-INVITE completes, so the daemon is out of the media path of the bridged call. Every other
-leg's port closes with its CANCEL or BYE.
+is applied and the accept prompt plays (with ``speech`` set, the one naming the lead's source
+when :mod:`dialer.calls.prompts` made it while the legs rang, else the generic one); RFC 4733
+digits from the stream and SIP INFO ``application/dtmf-relay`` bodies from the dialog are
+turned into ``leg_accepted`` ("1") or ``leg_declined`` (any other key). The winner hears
+ringback (``PlayRingback``) while the prospect is dialled; the bridge's re-INVITE stops it and
+the port is closed once that re-INVITE completes, so the daemon is out of the media path of
+the bridged call. Every other leg's port closes with its CANCEL or BYE.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from dialer.calls.bridge import (
     Reinvite,
 )
 from dialer.calls.outcome import CallEvent, CallOutcome, Leg, LegKind, LegResult
+from dialer.calls.prompts import SourcePrompts, SpeechSettings
 from dialer.calls.ringing import (
     CallStateError,
     CancelLeg,
@@ -169,6 +171,9 @@ class ControllerSettings:
     rtp: RtpEngineConfig | None = None
     #: Press-1 prompt (None: :func:`default_accept_prompt`, loaded on the first press-1 call).
     accept_prompt: Prompt | None = None
+    #: Press-1 prompts naming the lead's source ("New lead from <source>..."), synthesized
+    #: while the legs ring (``[media] speak_source``); None: always ``accept_prompt``.
+    speech: SpeechSettings | None = None
     #: Ringback the accepting rep hears while the prospect is dialled.
     ringback_region: RingbackRegion = RingbackRegion.US
 
@@ -219,6 +224,8 @@ class Call:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._legs: dict[Leg, _SipLeg] = {}
+        #: Press-1 with speech: the lead's spoken prompt, being made or made (None: generic).
+        self._spoken_prompt: asyncio.Future[Prompt] | None = None
         self._pump = loop.create_task(self._deliver_events(), name=f"call-{call_id}-events")
 
     # -- what the pipeline uses ---------------------------------------------------------------
@@ -344,6 +351,7 @@ class CallController:
         self._pumps: set[asyncio.Task[None]] = set()
         self._rtp: RtpEngine | None = None
         self._accept_prompt: Prompt | None = self.settings.accept_prompt
+        self._speech: SourcePrompts | None = None
         #: Press-1 port openings and closings in flight (kept referenced until done).
         self._media_tasks: set[asyncio.Task[None]] = set()
 
@@ -379,6 +387,8 @@ class CallController:
             await asyncio.gather(*pending, return_exceptions=True)
         if self._media_tasks:
             await asyncio.gather(*list(self._media_tasks), return_exceptions=True)
+        if self._speech is not None:
+            await self._speech.close()
         if self._rtp is not None:
             await self._rtp.close()
         await self.endpoint.close()
@@ -423,6 +433,11 @@ class CallController:
         return self._accept_prompt
 
     @property
+    def source_prompts(self) -> SourcePrompts | None:
+        """The spoken per-source prompts (None until a press-1 call with ``speech`` set)."""
+        return self._speech
+
+    @property
     def active_calls(self) -> int:
         """Calls not yet over."""
         return len(self._calls)
@@ -445,6 +460,11 @@ class CallController:
             settings=self.settings.bridge,
         )
         call = Call(self, call_id, flow, on_event)
+        if plan.accept == "press1" and self.settings.speech is not None:
+            # Started with the ringing, so that it is usually ready when a rep picks up.
+            if self._speech is None:
+                self._speech = SourcePrompts(self.settings.speech)
+            call._spoken_prompt = self._speech.request(plan.lead.source)
         self._calls[call_id] = call
         self._pumps.add(call._pump)
         call._pump.add_done_callback(self._pumps.discard)
@@ -629,7 +649,23 @@ class CallController:
             _log.warning("call %s %s: rep media refused: %s", call.id, command.leg, error)
             call.flow.leg_declined(command.leg, now, result=LegResult.FAILED)
             return
-        stream.play(self.accept_prompt)
+        stream.play(self._prompt_for(call, command.leg))
+
+    def _prompt_for(self, call: Call, leg: Leg) -> Prompt:
+        """The lead's spoken prompt when it is ready, else the generic one (never waits)."""
+        spoken = call._spoken_prompt
+        if spoken is None:
+            return self.accept_prompt
+        if not spoken.done():
+            reason = "not ready yet"
+        elif spoken.cancelled():
+            reason = "synthesis cancelled"
+        elif (error := spoken.exception()) is not None:
+            reason = f"synthesis failed: {error}"
+        else:
+            return spoken.result()
+        _log.info("call %s %s: generic prompt played, spoken one %s", call.id, leg, reason)
+        return self.accept_prompt
 
     def _on_digit(self, sip_leg: _SipLeg, digit: DtmfDigit) -> None:
         call = sip_leg.call

@@ -3,7 +3,9 @@
 Two halves: the sans-I/O inputs of :class:`RingSession` / :class:`CallFlow` with simulated time,
 then :class:`CallController` with real SIPp peers on 127.0.0.1 and the daemon's own RTP: a
 voicemail rep that picks up and never presses a key, a rep who presses 1 (SIP INFO
-``application/dtmf-relay``) and is bridged to the prospect, and a rep who presses 2.
+``application/dtmf-relay``) and is bridged to the prospect, and a rep who presses 2. Last, a
+rep phone inside the test process (``tests/support/press1_rep.py``) listens to the audio: the
+prompt, then ringback while the prospect is dialled, then nothing once re-INVITEd.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import pytest
 
 from dialer.calls import BridgeSettings, CallFlow, DialProspect, Reinvite
-from dialer.calls.controller import CallController, ControllerSettings
+from dialer.calls.controller import CallController, ControllerSettings, default_accept_prompt
 from dialer.calls.outcome import (
     CallEvent,
     CallEventKind,
@@ -41,6 +43,14 @@ from dialer.domain import LeadContext, RingMode, RingPlan, RingTarget
 from dialer.sipp import SippError, SippPeer, SippProcess, SippResult, scenario_path
 from sip.aio.rtp import RtpEngineConfig
 from sip.sdp import SessionDescription
+from tests.support.press1_rep import (
+    InProcessRep,
+    audio_of,
+    heard_audible_seconds,
+    power_at,
+    prompt_audible_seconds,
+    seconds_of,
+)
 from tests.support.sipp import needs_sipp
 
 ANSWER_SDP = (
@@ -441,3 +451,44 @@ async def test_sipp_hang_up_during_the_prompt_ends_the_leg_and_frees_its_port() 
     assert outcome.result is CallResult.ABORTED
     assert [r.result for r in outcome.rep_legs] == [LegResult.CANCELLED]
     assert outcome.rep_voicemail == {}
+
+
+@pytest.mark.sipp
+@pytest.mark.slow
+@needs_sipp
+async def test_the_accepting_rep_hears_ringback_until_the_bridge_reinvite() -> None:
+    """The rep hears the whole prompt, presses 1, then hears US ringback (440 + 480 Hz) while
+    the prospect (answering after 1.5 s) is dialled; from the bridge re-INVITE on, the daemon
+    plays nothing more (the phone answers the re-INVITE 200 ms later) and closes its port once
+    the re-INVITE completes (the prospect talks 500 ms before hanging up: time to notice)."""
+    generic = default_accept_prompt()
+    async with running(peer("calls_prospect_answer_hangup", pause_ms=1500)) as (prospect,):
+        async with press1_controller(prospect) as calls, InProcessRep() as phone:
+            plan = make_plan(1, uris=[phone.uri], accept_timeout_s=10.0, ring_timeout_s=10.0)
+            call = calls.start_call(plan)
+            async with asyncio.timeout(CALL_TIMEOUT_S):
+                await phone.answer()
+                await phone.wait_audio(generic.duration + 0.2)
+                prompt = phone.heard
+                phone.press("1")
+                await phone.accept_bridge(answer_after_s=0.2)
+                outcome = await call.wait_ended()
+        assert_ok(await prospect.wait(CALL_TIMEOUT_S))
+    assert outcome.result is CallResult.COMPLETED and outcome.bridged_at is not None
+    assert heard_audible_seconds(prompt) == pytest.approx(prompt_audible_seconds(generic))
+    assert phone.reinvited_at is not None and phone.reinvite_answered_at is not None
+    assert phone.ended_at is not None
+    later = phone.heard[len(prompt) :]
+    ringback = [h for h in later if h.at < phone.reinvited_at]
+    assert seconds_of(ringback) >= 0.5
+    pcm = audio_of(ringback)
+    for frequency in (440, 480):
+        assert power_at(pcm, frequency) > 100 * power_at(pcm, 600)
+        assert power_at(pcm, frequency) > 100 * power_at(pcm, 1000)
+    # Silence from the re-INVITE on (a packet in flight may land just after it), and no
+    # packet at all once the re-INVITE completed and the port closed.
+    assert phone.ended_at - phone.reinvite_answered_at >= 0.2
+    after = [h for h in later if h.at > phone.reinvited_at + 0.03]
+    assert seconds_of(after) >= 0.1  # comfort silence until the re-INVITE completes
+    assert heard_audible_seconds(after) == 0.0
+    assert [h for h in later if h.at > phone.reinvite_answered_at + 0.1] == []

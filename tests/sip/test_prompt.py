@@ -1,5 +1,5 @@
 """Prompt files (WAV G.711 and raw), typed errors for missing/wrong files, generated tones,
-and the prompts shipped in dialer/prompts/."""
+the prompts shipped in dialer/prompts/, and synthesizer output (16-bit PCM WAV) made G.711."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sip.prompt import (
     MAX_PROMPT_SECONDS,
     RINGBACK_EU,
     RINGBACK_US,
+    SPEECH_PEAK_DBFS,
     Prompt,
     PromptError,
     PromptFormatError,
@@ -22,6 +23,8 @@ from sip.prompt import (
     ToneSpec,
     load_prompt,
     parse_prompt,
+    prompt_from_pcm_wav,
+    resample_pcm,
     ringback,
     silence,
     tone,
@@ -169,7 +172,7 @@ def test_silence() -> None:
     assert rms_dbov(quiet.pcm()) < -70
 
 
-@pytest.mark.parametrize("name", ["press1.wav", "connecting.wav"])
+@pytest.mark.parametrize("name", ["press1.wav"])
 def test_the_shipped_prompts_are_short_audible_ulaw(name: str) -> None:
     prompt = load_prompt(SHIPPED / name)
     assert prompt.codec is Codec.PCMU
@@ -177,3 +180,83 @@ def test_the_shipped_prompts_are_short_audible_ulaw(name: str) -> None:
     assert -35 < rms_dbov(prompt.pcm()) < -6
     # They start and end with silence (sox pad), so back-to-back plays do not click.
     assert rms_dbov(prompt.pcm()[:1600]) < -50
+
+
+# -- synthesized speech: 16-bit PCM WAV at any rate -> 8 kHz G.711 ------------------------------
+
+
+def sine_pcm(frequency: float, rate: int, seconds: float, amplitude: int = 10000) -> bytes:
+    count = round(rate * seconds)
+    return struct.pack(
+        f"<{count}h",
+        *(round(amplitude * math.sin(2 * math.pi * frequency * n / rate)) for n in range(count)),
+    )
+
+
+def pcm_wav(pcm: bytes, *, rate: int, channels: int = 1, streamed: bool = False) -> bytes:
+    """A 16-bit PCM WAV; ``streamed`` writes the sizes espeak-ng writes to a pipe."""
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * channels * 2, channels * 2, 16)
+    data_size = 0x7FFFF000 if streamed else len(pcm)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", data_size) + pcm
+    return b"RIFF" + struct.pack("<I", 0x7FFFF024 if streamed else len(body)) + body
+
+
+@pytest.mark.parametrize("rate", [16000, 22050, 44100])
+def test_resampling_keeps_the_voice_band_and_filters_what_would_fold_back(rate: int) -> None:
+    kept = resample_pcm(sine_pcm(1000, rate, 0.5), rate)
+    assert len(kept) == 2 * 4000
+    assert power_at(kept, 1000) > 1000 * power_at(kept, 1500)
+    assert rms_dbov(kept) == pytest.approx(rms_dbov(sine_pcm(1000, rate, 0.5)), abs=1.0)
+    # 6 kHz cannot exist at 8 kHz: without a low-pass it would alias to 2 kHz at full level.
+    folded = resample_pcm(sine_pcm(6000, rate, 0.5), rate)
+    assert rms_dbov(folded) < rms_dbov(kept) - 15
+
+
+def test_resampling_edge_cases() -> None:
+    assert resample_pcm(b"", 22050) == b""
+    assert resample_pcm(b"\x01\x00\x02\x00", 8000) == b"\x01\x00\x02\x00"
+    assert len(resample_pcm(sine_pcm(500, 4000, 0.1), 4000)) == 2 * 800  # upsampling
+    with pytest.raises(ValueError, match="positive"):
+        resample_pcm(b"\x00\x00", 0)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_synthesizer_wav_becomes_a_padded_normalised_ulaw_prompt(streamed: bool) -> None:
+    speech = sine_pcm(700, 22050, 1.0, amplitude=3000)
+    prompt = prompt_from_pcm_wav(pcm_wav(speech, rate=22050, streamed=streamed), name="spoken")
+    assert prompt.codec is Codec.PCMU and prompt.name == "spoken"
+    # 0.2 s of silence, the second of speech, 0.3 s of silence (as sox pads the shipped ones).
+    assert prompt.duration == pytest.approx(1.5, abs=0.001)
+    pcm = prompt.pcm()
+    assert rms_dbov(pcm[: 2 * 1600]) < -70 and rms_dbov(pcm[-2 * 2400 :]) < -70
+    voice = pcm[2 * 1600 : -2 * 2400]
+    assert power_at(voice, 700) > 1000 * power_at(voice, 1200)
+    # Peak-normalised to -3 dBFS: a sine's RMS is 3 dB under its peak.
+    assert rms_dbov(voice) == pytest.approx(SPEECH_PEAK_DBFS - 3.01, abs=0.5)
+    alaw = prompt_from_pcm_wav(pcm_wav(speech, rate=22050), name="a", codec=Codec.PCMA)
+    assert alaw.codec is Codec.PCMA and len(alaw.audio) == len(prompt.audio)
+
+
+def test_a_stereo_synthesizer_wav_keeps_its_first_channel() -> None:
+    left = sine_pcm(700, 16000, 0.5)
+    right = sine_pcm(1500, 16000, 0.5)
+    frames = b"".join(left[i : i + 2] + right[i : i + 2] for i in range(0, len(left), 2))
+    prompt = prompt_from_pcm_wav(pcm_wav(frames, rate=16000, channels=2), name="stereo")
+    voice = prompt.pcm()[2 * 1600 : -2 * 2400]
+    assert power_at(voice, 700) > 1000 * power_at(voice, 1500)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"not a wav", "RIFF"),
+        (pcm_wav(b"", rate=22050)[:36], "without fmt or data"),
+        (wav(b"\xff" * 100), "16-bit linear PCM"),  # G.711 is not what a synthesizer writes
+        (pcm_wav(b"\x00\x00" * 2000, rate=22050), "silent"),
+        (pcm_wav(sine_pcm(400, 8000, MAX_PROMPT_SECONDS + 1), rate=8000), "longer than"),
+    ],
+)
+def test_bad_synthesizer_output_raises_a_format_error(data: bytes, reason: str) -> None:
+    with pytest.raises(PromptFormatError, match=reason):
+        prompt_from_pcm_wav(data, name="spoken")
