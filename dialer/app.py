@@ -4,8 +4,10 @@ Start-up order (one ``cleanup_ctx`` generator per resource, so stop order mirror
 
 1. embedded PostgreSQL, when ``[database] url`` is empty (``pgserver`` in ``data_dir``);
 2. the asyncpg pool, then the migrations, then the :class:`~dialer.store.Store`;
-3. (later issues append the pipeline, SIP endpoint, SLA timers here);
-4. the HTTP site, bound last, so no request arrives before the store is ready.
+3. the outbox worker, the live pages' hub, the SIP endpoint, the pipeline, the SLA timers;
+4. the systemd link (watchdog pings; :mod:`dialer.systemd`);
+5. the HTTP site, bound last, so no request arrives before the store is ready; only then
+   ``READY=1`` to systemd (:func:`dialer.systemd.notify_started`), once.
 
 Shutdown (SIGTERM/SIGINT): first :meth:`Daemon.drain` (``/readyz`` 503, no new lead claimed,
 calls in progress finish for up to ``[daemon] drain_timeout_s``, then are hung up, unfinished
@@ -39,7 +41,7 @@ from dialer.store import Store
 from dialer.store.embedded import EmbeddedPostgres
 from dialer.store.migrate import apply_migrations
 from dialer.store.pool import create_pool
-from dialer.systemd import notify_ready, notify_stopping
+from dialer.systemd import notify_started, notify_stopping
 
 __all__ = [
     "Daemon",
@@ -123,7 +125,8 @@ def build_app(
         app[STEP_HOOK_KEY] = step_hook
     # Start order (stop order is the reverse): the outbox worker and the live pages' hub
     # exist before any call; the SIP endpoint before the pipeline that uses it; the SLA
-    # timers after the pipeline they hand breached leads to; READY to systemd last.
+    # timers after the pipeline they hand breached leads to; the systemd link last (its
+    # READY waits for the HTTP bind in Daemon.start).
     app.cleanup_ctx.append(notify_ctx)
     app.cleanup_ctx.append(web_ctx)
     app.cleanup_ctx.append(calls_ctx)
@@ -182,7 +185,10 @@ class Daemon:
         return self.app[STORE_KEY]
 
     async def start(self) -> None:
-        """Start database, pool, migrations, then listen. Cleans up after itself on failure."""
+        """Start database, pool, migrations, SIP, then listen, then tell systemd READY.
+
+        Cleans up after itself on failure (and then systemd hears no READY at all).
+        """
         api = self.config.api
         try:
             await self._runner.setup()
@@ -195,8 +201,8 @@ class Daemon:
         shown_host = f"[{host}]" if ":" in host else host
         self._url = f"http://{shown_host}:{port}"
         _log.info("listening", url=self._url)
-        # systemd_ctx already said READY from inside start-up; HTTP is only bound now.
-        notify_ready(f"listening on {self._url}")
+        # The contexts ran inside setup(), before the bind: only now is everything up.
+        notify_started(self.app, f"listening on {self._url}")
 
     def _bound_address(self, host: str, port: int) -> tuple[str, int]:
         for address in self._runner.addresses:

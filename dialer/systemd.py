@@ -10,9 +10,11 @@ and an ``OSError`` is logged once, then the notification is dropped. A lost ``WA
 made up by the next ping; a lost ``READY=1`` shows up as a start time-out in ``systemctl
 status``, which is where one looks.
 
-- :func:`systemd_ctx` is the ``cleanup_ctx`` the composition root appends **last**: READY once
-  every earlier context (database, pipeline, SIP) is up, watchdog pings while running, STOPPING
-  when shutdown begins.
+- :func:`systemd_ctx` is the ``cleanup_ctx`` the composition root appends **last**: watchdog
+  pings while running, STOPPING when shutdown begins. It does not say READY: aiohttp runs the
+  contexts inside ``AppRunner.setup()``, before ``TCPSite.start()`` binds the HTTP port, and
+  systemd acts on the first READY it hears. The composition root calls :func:`notify_started`
+  once the site is bound (database, SIP and HTTP all up), and that is the one READY of a run.
 - :func:`notify_ready`, :func:`notify_reloading`, :func:`notify_stopping`,
   :func:`notify_status` are one-shot helpers for code that has news for ``systemctl status``.
 - :func:`watchdog_interval` and :func:`watchdog` implement ``WatchdogSec=``: ping at half the
@@ -37,11 +39,14 @@ from dialer.logs import get_logger
 
 __all__ = [
     "NOTIFY_SOCKET_ENV",
+    "SERVICE_KEY",
     "WATCHDOG_PID_ENV",
     "WATCHDOG_USEC_ENV",
     "Notifier",
+    "ServiceLink",
     "notify_ready",
     "notify_reloading",
+    "notify_started",
     "notify_status",
     "notify_stopping",
     "notify_watchdog",
@@ -211,32 +216,78 @@ async def watchdog(notifier: Notifier, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+class ServiceLink:
+    """One run of the daemon as systemd sees it: READY at most once, then STOPPING.
+
+    :func:`systemd_ctx` publishes it under :data:`SERVICE_KEY`; :func:`notify_started` sends
+    its READY once the HTTP site is bound.
+    """
+
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+        self._ready = False
+
+    @property
+    def is_ready(self) -> bool:
+        """True once :meth:`ready` has run (whether or not the datagram got through)."""
+        return self._ready
+
+    def ready(self, status: str | None = None) -> bool:
+        """``READY=1`` the first time; later calls send nothing and return False.
+
+        Once: systemd ends ``activating`` on the first READY it hears, so that one must mean
+        "everything is up"; later READYs belong to reloads, after their ``RELOADING=1``
+        (:mod:`dialer.reload`).
+        """
+        if self._ready:
+            return False
+        self._ready = True
+        return self._notifier.send(*_with_status("READY=1", status))
+
+
+#: The running app's :class:`ServiceLink` (set by :func:`systemd_ctx`).
+SERVICE_KEY = web.AppKey("systemd_service", ServiceLink)
+
+
+def notify_started(app: web.Application, status: str | None = None) -> bool:
+    """``READY=1`` for ``app``, to be called once start-up is complete (HTTP site bound).
+
+    Goes through the app's :func:`systemd_ctx` link, so READY is sent once per run however
+    often this is called; an app without that context gets a plain :func:`notify_ready`.
+    """
+    link = app.get(SERVICE_KEY)
+    sent = notify_ready(status) if link is None else link.ready(status)
+    if sent:
+        _log.info("systemd notified: ready", status=status)
+    return sent
+
+
 async def systemd_ctx(app: web.Application) -> AsyncIterator[None]:
-    """``cleanup_ctx``: READY when start-up reaches it, watchdog while running, STOPPING after.
+    """``cleanup_ctx``: watchdog pings while running; STOPPING on shutdown after READY.
 
-    Append it **last**: aiohttp runs the contexts in order, so by the time this one runs every
-    earlier resource is up; on shutdown it runs first, so STOPPING is sent before anything is
-    torn down. Without ``$NOTIFY_SOCKET`` it does nothing at all.
-
-    aiohttp runs the contexts inside ``AppRunner.setup()``, before ``TCPSite.start()`` binds the
-    HTTP port, and unwinds them after the HTTP drain; the composition root closes both gaps with
-    :func:`notify_ready` after the bind and :func:`notify_stopping` when shutdown begins
-    (repeating READY or STOPPING is harmless).
+    Append it **last**: on shutdown it runs first, so STOPPING is sent before anything is torn
+    down. READY is :func:`notify_started`'s job (module docstring). A start-up that fails before
+    READY (the HTTP port taken, say) sends no STOPPING either: the exit status tells systemd.
+    The pings start here, a moment before READY (only the HTTP bind lies between): they come
+    from the event loop, which is already the one that will serve the daemon.
+    Without ``$NOTIFY_SOCKET`` the link is disabled and nothing is sent.
     """
     notifier = Notifier.from_env()
+    link = ServiceLink(notifier)
+    app[SERVICE_KEY] = link
     if not notifier.enabled:
         yield
         return
     interval = watchdog_interval()
     pinger: asyncio.Task[None] | None = None
     try:
-        notifier.send("READY=1", "STATUS=ready")
-        _log.info("systemd notified: ready", watchdog_interval_s=interval)
         if interval is not None:
+            _log.info("systemd watchdog on", interval_s=interval)
             pinger = asyncio.create_task(watchdog(notifier, interval), name="systemd-watchdog")
         yield
     finally:
-        notifier.send("STOPPING=1", "STATUS=stopping")
+        if link.is_ready:
+            notifier.send("STOPPING=1", "STATUS=stopping")
         if pinger is not None:
             pinger.cancel()
             with contextlib.suppress(asyncio.CancelledError):

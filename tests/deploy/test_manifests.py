@@ -310,6 +310,8 @@ def test_unit_is_a_notify_service_with_watchdog_and_hardening() -> None:
     assert service["User"] == "dialer"
     assert service["EnvironmentFile"] == "/etc/dialer/dialer.env"
     assert service["ExecStart"].split()[1:] == ["run", "--config", "/etc/dialer/dialer.toml"]
+    # The daemon reloads on SIGHUP (dialer.reload; tests/e2e/test_ops_reload_drain.py).
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     expected = {
         "NoNewPrivileges": "yes",
         "ProtectSystem": "strict",

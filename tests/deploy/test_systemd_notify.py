@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,14 +19,16 @@ from aiohttp import web
 
 from dialer.api.keys import STORE_KEY
 from dialer.app import Daemon
-from dialer.config import parse_config
+from dialer.config import Config, parse_config
 from dialer.systemd import (
     NOTIFY_SOCKET_ENV,
+    SERVICE_KEY,
     WATCHDOG_PID_ENV,
     WATCHDOG_USEC_ENV,
     Notifier,
     notify_ready,
     notify_reloading,
+    notify_started,
     notify_status,
     notify_stopping,
     notify_watchdog,
@@ -253,19 +256,25 @@ def app_with_resource(receiver_events: list[str], *, fail: bool = False) -> web.
     return app
 
 
-async def test_ctx_sends_ready_after_earlier_contexts_then_pings_then_stopping(
+async def test_ctx_pings_from_start_up_leaves_ready_to_notify_started_then_stopping(
     receiver: NotifyReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(WATCHDOG_USEC_ENV, "40000")  # pings every 20 ms
     monkeypatch.setenv(WATCHDOG_PID_ENV, str(os.getpid()))
     events: list[str] = []
-    runner = web.AppRunner(app_with_resource(events))
+    app = app_with_resource(events)
+    runner = web.AppRunner(app)
     await runner.setup()
     try:
         assert await receiver.receive_async() == ["STATUS=resource up"]
-        assert await receiver.receive_async() == ["READY=1", "STATUS=ready"]
+        # Contexts run before any site is bound: the ctx pings, but READY is not its to say.
         assert await receiver.receive_async() == ["WATCHDOG=1"]
         assert await receiver.receive_async() == ["WATCHDOG=1"]
+        assert notify_started(app, "listening") is True
+        assert notify_started(app, "listening again") is False  # READY once per run
+        assert app[SERVICE_KEY].is_ready
+        received = [await receiver.receive_async() for _ in range(4)]
+        assert [d for d in received if d != ["WATCHDOG=1"]] == [["READY=1", "STATUS=listening"]]
     finally:
         await runner.cleanup()
     # STOPPING comes before the earlier context is torn down, and the pings stop with it.
@@ -277,15 +286,26 @@ async def test_ctx_sends_ready_after_earlier_contexts_then_pings_then_stopping(
 
 
 async def test_ctx_without_watchdog_sends_no_pings(receiver: NotifyReceiver) -> None:
-    runner = web.AppRunner(app_with_resource([]))
+    app = app_with_resource([])
+    runner = web.AppRunner(app)
     await runner.setup()
     await asyncio.sleep(0.05)
+    notify_started(app)
     await runner.cleanup()
     assert receiver.pending() == [
         ["STATUS=resource up"],
-        ["READY=1", "STATUS=ready"],
+        ["READY=1"],
         ["STOPPING=1", "STATUS=stopping"],
     ]
+
+
+async def test_ctx_never_ready_sends_no_stopping(receiver: NotifyReceiver) -> None:
+    # Start-up failed after the contexts (the HTTP bind, say): systemd learns from the exit
+    # status; a STOPPING=1 for a service that never became ready would only confuse it.
+    runner = web.AppRunner(app_with_resource([]))
+    await runner.setup()
+    await runner.cleanup()
+    assert receiver.pending() == [["STATUS=resource up"]]
 
 
 async def test_ctx_sends_nothing_when_an_earlier_context_fails(receiver: NotifyReceiver) -> None:
@@ -299,34 +319,108 @@ async def test_ctx_sends_nothing_when_an_earlier_context_fails(receiver: NotifyR
 async def test_ctx_is_a_no_op_without_notify_socket(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(NOTIFY_SOCKET_ENV, raising=False)
     events: list[str] = []
-    runner = web.AppRunner(app_with_resource(events))
+    app = app_with_resource(events)
+    runner = web.AppRunner(app)
     await runner.setup()
+    assert notify_started(app) is False
     await runner.cleanup()
     assert events == ["up", "down"]
 
 
-@pytest.mark.postgres
-async def test_daemon_reports_ready_once_its_database_is_up(
-    receiver: NotifyReceiver, database_url: str
-) -> None:
-    config = parse_config(
+def test_notify_started_without_the_ctx_is_a_plain_ready(receiver: NotifyReceiver) -> None:
+    assert notify_started(web.Application(), "up") is True
+    assert receiver.receive() == ["READY=1", "STATUS=up"]
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+def daemon_config(database_url: str, api_port: int = 0) -> Config:
+    return parse_config(
         {
-            "api": {"listen": "127.0.0.1:0", "allow_anonymous": True},
+            "api": {"listen": f"127.0.0.1:{api_port}", "allow_anonymous": True},
+            "sip": {"listen": "127.0.0.1:0"},
             "database": {"url": database_url, "pool_max": 2},
         },
         env={},
     )
-    daemon = Daemon(config)
-    # Until the composition root appends it, wire it here the way it will be wired there.
-    if systemd_ctx not in daemon.app.cleanup_ctx:
-        daemon.app.cleanup_ctx.append(systemd_ctx)
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ReadyProbe(threading.Thread):
+    """systemd's side on its own thread: at the first ``READY=1``, connect to the API port.
+
+    A thread, so the check happens the moment the datagram arrives, whatever the daemon's
+    event loop is doing then; a loopback connect to a listening socket completes in the kernel
+    even before the loop accepts it.
+    """
+
+    def __init__(self, receiver: NotifyReceiver, port: int) -> None:
+        super().__init__(name="ready-probe", daemon=True)
+        self.receiver = receiver
+        self.port = port
+        self.datagrams: list[list[str]] = []
+        self.accepting_at_ready: bool | None = None
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                datagram = self.receiver.receive(timeout=0.5)
+            except TimeoutError:
+                continue
+            self.datagrams.append(datagram)
+            if "READY=1" in datagram:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                except OSError:
+                    self.accepting_at_ready = False
+                else:
+                    self.accepting_at_ready = True
+                return
+
+
+@pytest.mark.postgres
+async def test_daemon_says_ready_once_when_http_accepts_connections(
+    receiver: NotifyReceiver, database_url: str
+) -> None:
+    port = free_tcp_port()
+    probe = ReadyProbe(receiver, port)
+    probe.start()
+    daemon = Daemon(daemon_config(database_url, port))
     await daemon.start()
     try:
-        ready = await receiver.receive_async()
-        assert "READY=1" in ready
+        await asyncio.to_thread(probe.join, 10)
+        assert not probe.is_alive(), "no READY=1 within 10 s"
+        # READY arrived after the database and the HTTP bind, not from inside start-up.
+        assert probe.accepting_at_ready is True
         assert STORE_KEY in daemon.app
         async with aiohttp.ClientSession(daemon.url) as http, http.get("/readyz") as response:
             assert response.status == 200
     finally:
         await daemon.stop()
-    assert any("STOPPING=1" in datagram for datagram in receiver.pending())
+    datagrams = probe.datagrams + receiver.pending()
+    ready = [d for d in datagrams if "READY=1" in d]
+    assert ready == [["READY=1", f"STATUS=listening on {daemon.url}"]]
+    assert datagrams.index(ready[0]) < datagrams.index(["STOPPING=1"])
+
+
+@pytest.mark.postgres
+async def test_daemon_that_cannot_bind_its_api_port_never_says_ready(
+    receiver: NotifyReceiver, database_url: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        daemon = Daemon(daemon_config(database_url, taken.getsockname()[1]))
+        with pytest.raises(OSError):
+            await daemon.start()
+    # Database, migrations and SIP came up and went down again; systemd heard nothing, so
+    # the unit fails on the exit status instead of counting as started.
+    assert daemon.app[STORE_KEY].pool.is_closing()
+    assert receiver.pending() == []
