@@ -464,6 +464,9 @@ class DaemonConfig:
     instance_id: str = ""
     lease_s: float = 30.0
     drain_timeout_s: float = 30.0
+    #: Relay the live pages' events to the other daemons on the database (PostgreSQL
+    #: ``NOTIFY``, :mod:`dialer.web.relay`); a lone daemon may turn it off to save the work.
+    relay_live_events: bool = True
 
     def resolved_instance_id(self) -> str:
         """``instance_id``, or ``<hostname>-<pid>`` when it is empty."""
@@ -1373,6 +1376,7 @@ def _parse_daemon(table: _Table) -> DaemonConfig:
         instance_id=table.str_("instance_id", defaults.instance_id),
         lease_s=table.duration("lease_s", defaults.lease_s, positive=True),
         drain_timeout_s=table.duration("drain_timeout_s", defaults.drain_timeout_s),
+        relay_live_events=table.bool_("relay_live_events", defaults.relay_live_events),
     )
     table.finish()
     return result

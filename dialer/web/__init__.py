@@ -10,6 +10,11 @@ The pipeline feeds the pages through :func:`publish_call_event` (one call per
 :class:`~dialer.calls.CallEvent`, synchronous, never blocks) or :func:`publish` for anything
 else (a lead's status changed). A rep's console receives only its own rep's events
 (:mod:`dialer.web.events`); pages never contain a token (:mod:`dialer.web.auth`).
+
+Several daemons on one database: a rep's browser may be connected to any of them, so the hub
+is relayed to the other daemons' hubs over PostgreSQL ``LISTEN``/``NOTIFY``
+(:mod:`dialer.web.relay`, started by :func:`web_ctx` when the app has a database URL and
+``[daemon] relay_live_events`` is on).
 """
 
 from __future__ import annotations
@@ -23,20 +28,24 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 
 from aiohttp import web
 
-from dialer.api.keys import CONFIG_KEY, STORE_KEY
+from dialer.api.keys import CONFIG_KEY, DATABASE_URL_KEY, STORE_KEY
 from dialer.calls import CallEvent, CallEventKind, EventCallback
 from dialer.config import Config
 from dialer.domain import Lead, LeadContext, RingPlan
 from dialer.domain import optional_utc_timestamp as _iso
 from dialer.logs import get_logger
 from dialer.store.console import ConsoleStore
+from dialer.store.live import LiveChannel
 from dialer.web.auth import console_link, resolve_secret
 from dialer.web.events import EventHub, LiveEvent
+from dialer.web.relay import LiveRelay, RelaySettings
 
 __all__ = [
     "CONSOLE_SETTINGS_KEY",
     "CRM_URL_ENV",
     "DECLINE_HANDLER_KEY",
+    "LIVE_RELAY_KEY",
+    "RELAY_SETTINGS_KEY",
     "WEB_HUB_KEY",
     "ConsoleSettings",
     "DeclineHandler",
@@ -104,12 +113,19 @@ WEB_HUB_KEY = web.AppKey("web_hub", EventHub)
 CONSOLE_SETTINGS_KEY = web.AppKey("console_settings", ConsoleSettings)
 #: Cancels one rep's leg when the rep presses "decline" (absent: the decline is recorded only).
 DECLINE_HANDLER_KEY: web.AppKey[DeclineHandler] = web.AppKey("decline_handler")
+#: The relay joining this daemon's hub to the other daemons' (set by :func:`web_ctx`; absent
+#: without a database URL or with ``[daemon] relay_live_events = false``).
+LIVE_RELAY_KEY = web.AppKey("live_relay", LiveRelay)
+#: How the relay batches and retries (absent: the defaults; tests set it).
+RELAY_SETTINGS_KEY = web.AppKey("relay_settings", RelaySettings)
 
 
 async def web_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start-up context: the event hub and page settings (kept when already set, e.g. by
-    tests). The hub is closed at shutdown *before* in-flight requests are awaited, so open
-    SSE streams end at once instead of holding the drain for ``drain_timeout_s``."""
+    tests), and the hub's relay to the other daemons (:data:`LIVE_RELAY_KEY`). The hub is
+    closed at shutdown *before* in-flight requests are awaited, so open SSE streams end at
+    once instead of holding the drain for ``drain_timeout_s``; the relay stops after the
+    contexts started later (the pipeline), so their last events still reach the others."""
     hub = app.get(WEB_HUB_KEY)
     if hub is None:
         hub = EventHub()
@@ -121,10 +137,26 @@ async def web_ctx(app: web.Application) -> AsyncIterator[None]:
         hub.close()
 
     app.on_shutdown.append(close_streams)
+    # The relay lives inside the hub's lifetime (started after it, stopped before it), so it
+    # is started here rather than by a cleanup_ctx of its own.
+    relay = await _start_relay(app, hub)
     try:
         yield
     finally:
+        if relay is not None:
+            await relay.stop()
         hub.close()
+
+
+async def _start_relay(app: web.Application, hub: EventHub) -> LiveRelay | None:
+    """Start relaying ``hub`` to the other daemons on the app's database (None: off)."""
+    dsn = app.get(DATABASE_URL_KEY)
+    if not dsn or not app[CONFIG_KEY].daemon.relay_live_events:
+        return None
+    relay = LiveRelay(hub, LiveChannel(dsn), settings=app.get(RELAY_SETTINGS_KEY))
+    await relay.start()
+    app[LIVE_RELAY_KEY] = relay
+    return relay
 
 
 def crm_link(template: str, lead: Lead) -> str | None:

@@ -13,6 +13,12 @@ Publishing never blocks and never awaits: each subscriber has a bounded buffer; 
 whose buffer is full is too slow (a stalled TCP connection) and is dropped. Its page's
 ``EventSource`` reconnects, and the snapshot sent on connect brings it up to date.
 
+Across daemons: a hub may have a *relay* (:meth:`EventHub.set_relay`, installed by
+:mod:`dialer.web.relay`) that is handed every event published here, and that publishes the
+events of the other daemons sharing the database back on this hub with ``relayed=True`` (so
+they are not sent out again). Relayed events take the same path as local ones: the same rep
+isolation, the same console snapshots, ids of this hub.
+
 Event ids are ``<boot>-<seq>``: ``boot`` is random per hub, so after a daemon restart a
 ``Last-Event-ID`` from the previous run is recognised as stale (replay impossible, send a
 snapshot) instead of being confused with a new event of the same number.
@@ -23,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -162,6 +168,7 @@ class EventHub:
         self._cards: dict[str, dict[str, LiveEvent]] = {}
         # lead id -> the rep who answered for it, while its call lasts.
         self._winners: dict[str, str] = {}
+        self._relay: Callable[[LiveEvent], None] | None = None
         self.closed = False
 
     @property
@@ -169,10 +176,17 @@ class EventHub:
         """Open subscriptions."""
         return len(self._subscribers)
 
-    def publish(self, event: LiveEvent) -> LiveEvent:
+    def set_relay(self, relay: Callable[[LiveEvent], None] | None) -> None:
+        """Hand every event published from now on (except relayed ones) to ``relay`` too,
+        which must not block or raise (:meth:`dialer.web.relay.LiveRelay.offer`); None
+        removes it."""
+        self._relay = relay
+
+    def publish(self, event: LiveEvent, *, relayed: bool = False) -> LiveEvent:
         """Give ``event`` an id and deliver it to every subscriber allowed to see it.
 
         Never blocks: a subscriber that cannot keep up is dropped. Returns the event as sent.
+        ``relayed``: the event comes from another daemon, so it is not relayed again.
         """
         self._seq += 1
         sent = replace(event, id=f"{self.boot}-{self._seq}")
@@ -180,6 +194,8 @@ class EventHub:
         self._remember_card(sent)
         for subscriber in list(self._subscribers):
             subscriber._offer(sent)
+        if self._relay is not None and not relayed:
+            self._relay(sent)
         return sent
 
     def subscribe(
