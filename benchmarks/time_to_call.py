@@ -370,7 +370,13 @@ def plot_sweep(reports: list[dict[str, Any]], path: Path) -> None:
     axes[0].set_title("daemon's share of time-to-call vs offered load")
     axes[0].legend(fontsize=7)
     axes[0].grid(True, which="both", alpha=0.3)
-    axes[1].plot(rates, [r.get("connected_per_s") or 0 for r in reports], "o-", label="connected/s")
+    # Served (first rep INVITEs per second while the pipeline worked) and goodput (bridged per
+    # second until the last bridge) are the pipeline's throughput; bridged leads divided by the
+    # offered seconds would count the backlog called during the drain as if it kept up.
+    axes[1].plot(rates, [r.get("served_per_s") or 0 for r in reports], "o-", label="served leads/s")
+    axes[1].plot(
+        rates, [r.get("goodput_per_s") or 0 for r in reports], "D-", label="goodput (bridged/s)"
+    )
     axes[1].plot(rates, rates, ":", color="grey", label="offered")
     axes[1].plot(
         rates, [r["resources"].get("daemon_cpu_pct") for r in reports], "s--", label="daemon CPU %"
@@ -379,7 +385,7 @@ def plot_sweep(reports: list[dict[str, Any]], path: Path) -> None:
         rates, [r["resources"].get("db_cpu_pct") for r in reports], "^--", label="PG CPU %"
     )
     axes[1].set_xlabel("offered leads/s")
-    axes[1].set_title("goodput and CPU (1 core = 100%)")
+    axes[1].set_title("throughput and CPU (1 core = 100%)")
     axes[1].legend(fontsize=7)
     axes[1].grid(True, alpha=0.3)
     fig.tight_layout()
