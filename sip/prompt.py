@@ -21,6 +21,7 @@ import operator
 import struct
 import sys
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,22 +124,41 @@ class Prompt:
 # -- files -----------------------------------------------------------------------------------
 
 
-def _parse_wav(data: bytes, name: str) -> Prompt:
+def _riff_chunks(
+    data: bytes, name: str, *, open_ended_data: bool = False
+) -> Iterator[tuple[bytes, bytes]]:
+    """The ``(id, body)`` of each chunk of a RIFF/WAVE file, in order.
+
+    ``open_ended_data``: a ``data`` chunk may claim more bytes than follow (a WAV written to a
+    pipe, whose sizes cannot be fixed afterwards); its body is what there is.
+    """
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise PromptFormatError(f"{name}: not a RIFF/WAVE file", path=name)
     position = 12
-    codec: Codec | None = None
-    audio: bytes | None = None
     while position + 8 <= len(data):
         chunk_id = data[position : position + 4]
         (size,) = struct.unpack_from("<I", data, position + 4)
         body = data[position + 8 : position + 8 + size]
-        if len(body) < size:
+        if len(body) < size and not (open_ended_data and chunk_id == b"data"):
             raise PromptFormatError(f"{name}: truncated {chunk_id!r} chunk", path=name)
+        yield chunk_id, body
+        position += 8 + size + (size & 1)  # chunks are padded to an even size
+
+
+def _fmt_fields(body: bytes, name: str) -> tuple[int, int, int, int]:
+    """(format tag, channels, sample rate, bits per sample) of a ``fmt`` chunk."""
+    if len(body) < 16:
+        raise PromptFormatError(f"{name}: short fmt chunk", path=name)
+    tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
+    return tag, channels, rate, bits
+
+
+def _parse_wav(data: bytes, name: str) -> Prompt:
+    codec: Codec | None = None
+    audio: bytes | None = None
+    for chunk_id, body in _riff_chunks(data, name):
         if chunk_id == b"fmt ":
-            if size < 16:
-                raise PromptFormatError(f"{name}: short fmt chunk", path=name)
-            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
+            tag, channels, rate, bits = _fmt_fields(body, name)
             codecs = {_WAVE_FORMAT_MULAW: Codec.PCMU, _WAVE_FORMAT_ALAW: Codec.PCMA}
             if tag not in codecs or channels != 1 or rate != CLOCK_RATE or bits != 8:
                 raise PromptFormatError(
@@ -149,7 +169,6 @@ def _parse_wav(data: bytes, name: str) -> Prompt:
             codec = codecs[tag]
         elif chunk_id == b"data":
             audio = bytes(body)
-        position += 8 + size + (size & 1)  # chunks are padded to an even size
     if codec is None or audio is None:
         raise PromptFormatError(f"{name}: WAV file without fmt or data chunk", path=name)
     return _checked(Prompt(name=name, codec=codec, audio=audio))
@@ -213,26 +232,16 @@ def _parse_pcm_wav(data: bytes, name: str) -> tuple[int, int, bytes]:
     A WAV written to a pipe cannot be seeked back to fix its sizes (``espeak-ng --stdout``
     writes 0x7ffff000), so a ``data`` chunk longer than the input is cut to the input.
     """
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise PromptFormatError(f"{name}: not a RIFF/WAVE file", path=name)
-    position = 12
     fmt: tuple[int, int] | None = None
-    while position + 8 <= len(data):
-        chunk_id = data[position : position + 4]
-        (size,) = struct.unpack_from("<I", data, position + 4)
-        body = data[position + 8 : position + 8 + size]
+    for chunk_id, body in _riff_chunks(data, name, open_ended_data=True):
         if chunk_id == b"data":
             if fmt is None:
                 break
             rate, channels = fmt
             usable = len(body) - len(body) % (2 * channels)
             return rate, channels, bytes(body[:usable])
-        if len(body) < size:
-            raise PromptFormatError(f"{name}: truncated {chunk_id!r} chunk", path=name)
         if chunk_id == b"fmt ":
-            if size < 16:
-                raise PromptFormatError(f"{name}: short fmt chunk", path=name)
-            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
+            tag, channels, rate, bits = _fmt_fields(body, name)
             if tag != _WAVE_FORMAT_PCM or bits != 16 or channels < 1 or not 1000 <= rate <= 192000:
                 raise PromptFormatError(
                     f"{name}: format tag {tag}, {channels} channel(s), {rate} Hz, {bits} bits; "
@@ -240,7 +249,6 @@ def _parse_pcm_wav(data: bytes, name: str) -> tuple[int, int, bytes]:
                     path=name,
                 )
             fmt = (rate, channels)
-        position += 8 + size + (size & 1)
     raise PromptFormatError(f"{name}: WAV file without fmt or data chunk", path=name)
 
 
