@@ -154,6 +154,7 @@ async def _start_relay(app: web.Application, hub: EventHub) -> LiveRelay | None:
     if not dsn or not app[CONFIG_KEY].daemon.relay_live_events:
         return None
     relay = LiveRelay(hub, LiveChannel(dsn), settings=app.get(RELAY_SETTINGS_KEY))
+    relay.decline_handler = lambda: app.get(DECLINE_HANDLER_KEY)
     await relay.start()
     app[LIVE_RELAY_KEY] = relay
     return relay

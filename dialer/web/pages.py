@@ -8,7 +8,8 @@ Rep console (session from a signed link, :mod:`dialer.web.auth`):
   ``retry:`` and ids (``Last-Event-ID`` replay) make ``EventSource`` reconnect by itself after
   a daemon restart, without a page reload.
 - ``POST /console/status`` ``{"status": "available" | "away"}``.
-- ``POST /console/decline`` ``{"lead_id"}``: cancel this rep's ringing leg.
+- ``POST /console/decline`` ``{"lead_id"}``: cancel this rep's ringing leg (on the daemon
+  that placed the call: forwarded through the live relay when it is another one).
 - ``POST /console/disposition`` ``{"lead_id", "disposition", "notes"}``: stored on the lead (a
   ``disposition`` timeline event too) and queued, in the same transaction, as a
   ``lead.disposition`` webhook (dialer.notify outbox).
@@ -64,6 +65,7 @@ from dialer.store.routing import RoutingStore
 from dialer.web import (
     CONSOLE_SETTINGS_KEY,
     DECLINE_HANDLER_KEY,
+    LIVE_RELAY_KEY,
     WEB_HUB_KEY,
     ConsoleSettings,
     lead_card,
@@ -369,13 +371,28 @@ async def console_decline(request: web.Request) -> web.Response:
     handler = request.app.get(DECLINE_HANDLER_KEY)
     if handler is not None:
         cancelled = await handler(lead_id, rep_id)
+    # Not this daemon's call (behind one service, the console's daemon is often not the one
+    # ringing the rep): the daemon that placed it cancels the leg when the request reaches it.
+    relay = request.app.get(LIVE_RELAY_KEY)
+    forwarded = not cancelled and relay is not None
+    if forwarded and relay is not None:
+        relay.request_decline(lead_id, rep_id)
     await request.app[STORE_KEY].append_event(
-        lead_id, "rep_declined", {"rep_id": rep_id, "leg_cancelled": cancelled}
+        lead_id,
+        "rep_declined",
+        {"rep_id": rep_id, "leg_cancelled": cancelled, "forwarded": forwarded},
     )
     hub.publish(
-        LiveEvent(kind="declined", rep_id=rep_id, lead_id=lead_id, data={"cancelled": cancelled})
+        LiveEvent(
+            kind="declined",
+            rep_id=rep_id,
+            lead_id=lead_id,
+            data={"cancelled": cancelled, "forwarded": forwarded},
+        )
     )
-    return web.json_response({"lead_id": lead_id, "declined": True, "leg_cancelled": cancelled})
+    return web.json_response(
+        {"lead_id": lead_id, "declined": True, "leg_cancelled": cancelled, "forwarded": forwarded}
+    )
 
 
 @routes.post("/console/disposition")

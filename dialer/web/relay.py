@@ -16,6 +16,11 @@ their hubs (:mod:`dialer.web.events`) over PostgreSQL ``LISTEN``/``NOTIFY`` on
   daemon's own payloads, which PostgreSQL also delivers to it, are recognised by the random
   ``source`` id they start with and ignored.
 
+A rep may also decline, on the daemon holding their console, a call another daemon placed:
+:meth:`LiveRelay.request_decline` sends a ``decline_request`` control item the same way; the
+daemon that has the call cancels that rep's leg (its console decline handler) and the leg's end
+comes back as an ordinary live event. Control items are never published on a hub.
+
 Wire format of one payload::
 
     {"src": "<source>", "seq": <n>, "events": [{"kind", "rep_id", "lead_id", "data"}, ...]}
@@ -35,6 +40,7 @@ import collections
 import contextlib
 import json
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -43,9 +49,17 @@ from dialer.store import StoreUnavailableError
 from dialer.store.live import MAX_PAYLOAD_BYTES, LiveChannel
 from dialer.web.events import EventHub, LiveEvent
 
-__all__ = ["LiveRelay", "RelaySettings"]
+__all__ = ["DECLINE_REQUEST_KIND", "DeclineHandler", "LiveRelay", "RelaySettings"]
 
 _log = get_logger("dialer.web.relay")
+
+#: A control item: "cancel this rep's leg of this lead's call, if you have it".
+DECLINE_REQUEST_KIND: Final = "decline_request"
+#: Decline requests from other daemons being handled at once; more are dropped (logged).
+_MAX_DECLINES_IN_FLIGHT: Final = 64
+
+#: The daemon's console decline (``Pipeline.decline``): True when it cancelled the leg.
+DeclineHandler = Callable[[str, str], Awaitable[bool]]
 
 #: Room kept in a payload for its envelope (``{"src":…,"seq":…,"events":[…]}``).
 _ENVELOPE_BYTES: Final = 96
@@ -116,6 +130,11 @@ class LiveRelay:
         self.received = 0
         #: Outages seen (each logged once, with one warning).
         self.outages = 0
+        #: Where another daemon's decline request goes: a callable giving this daemon's
+        #: decline handler (looked up when a request arrives: the pipeline starts after the
+        #: relay), or None when this daemon places no calls.
+        self.decline_handler: Callable[[], DeclineHandler | None] | None = None
+        self._declines: set[asyncio.Task[None]] = set()
 
     @property
     def queued(self) -> int:
@@ -140,6 +159,10 @@ class LiveRelay:
         """Unhook from the hub, send what is queued (for up to ``flush_timeout_s``: the last
         call events of a stopping daemon still reach the other dashboards) and disconnect."""
         self.hub.set_relay(None)
+        for decline in list(self._declines):
+            decline.cancel()
+        if self._declines:
+            await asyncio.gather(*self._declines, return_exceptions=True)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -166,6 +189,11 @@ class LiveRelay:
         queue.append(event)
         if len(queue) == 1 or len(queue) >= self.settings.batch_events:
             self._wake.set()
+
+    def request_decline(self, lead_id: str, rep_id: str) -> None:
+        """Ask the other daemons to cancel ``rep_id``'s leg of ``lead_id``'s call (the one
+        that placed it does; the others have no such call). Never blocks."""
+        self.offer(LiveEvent(kind=DECLINE_REQUEST_KIND, rep_id=rep_id, lead_id=lead_id))
 
     async def _run(self) -> None:
         while True:
@@ -276,10 +304,34 @@ class LiveRelay:
             if event is None:
                 continue
             self.received += 1
+            if event.kind == DECLINE_REQUEST_KIND:
+                self._decline(event)
+                continue
             try:
                 self.hub.publish(event, relayed=True)
             except Exception:  # one bad event must not lose the rest of the batch
                 _log.exception("live relay could not publish an event", kind=event.kind)
+
+    def _decline(self, event: LiveEvent) -> None:
+        """Hand another daemon's decline request to this daemon's decline handler."""
+        handler = self.decline_handler() if self.decline_handler is not None else None
+        if handler is None or event.lead_id is None or event.rep_id is None:
+            return
+        if len(self._declines) >= _MAX_DECLINES_IN_FLIGHT:
+            _log.warning("live relay: too many decline requests at once; one dropped")
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._run_decline(handler, event.lead_id, event.rep_id), name="relayed-decline"
+        )
+        self._declines.add(task)
+        task.add_done_callback(self._declines.discard)
+
+    async def _run_decline(self, handler: DeclineHandler, lead_id: str, rep_id: str) -> None:
+        try:
+            if await handler(lead_id, rep_id):
+                _log.info("declined for another daemon's console", lead_id=lead_id, rep=rep_id)
+        except Exception:
+            _log.exception("relayed decline failed", lead_id=lead_id, rep=rep_id)
 
     # ----------------------------------------------------------------------- connection
 

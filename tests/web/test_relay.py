@@ -18,7 +18,13 @@ from dialer.calls import CallEventKind
 from dialer.config import parse_config
 from dialer.store import Store
 from dialer.store.live import LiveChannel
-from dialer.web import LIVE_RELAY_KEY, RELAY_SETTINGS_KEY, publish_call_event
+from dialer.web import (
+    DECLINE_HANDLER_KEY,
+    LIVE_RELAY_KEY,
+    RELAY_SETTINGS_KEY,
+    WEB_HUB_KEY,
+    publish_call_event,
+)
 from dialer.web.events import EventHub, LiveEvent, Subscription
 from dialer.web.relay import LiveRelay, RelaySettings
 from tests.web.test_pages import (
@@ -263,3 +269,50 @@ async def test_the_relay_is_off_when_the_config_says_so(store: Store, database_u
     on = relayed_app(store, database_url, relay_live_events=True)
     async with TestClient(TestServer(on)):
         assert on[LIVE_RELAY_KEY].connected
+
+
+async def test_a_decline_on_one_daemon_cancels_the_leg_where_the_call_is(
+    store: Store, database_url: str
+) -> None:
+    """Alice's console is on daemon B; daemon A placed the call. B has no such call, so it
+    forwards the decline; A's decline handler cancels alice's leg; B's card closes at once."""
+    app_a = relayed_app(store, database_url)
+    app_b = relayed_app(store, database_url)
+    cancelled_on_a: list[tuple[str, str]] = []
+    asked_b: list[tuple[str, str]] = []
+
+    async def decline_on_a(lead_id: str, rep_id: str) -> bool:
+        cancelled_on_a.append((lead_id, rep_id))
+        return True
+
+    async def decline_on_b(lead_id: str, rep_id: str) -> bool:
+        asked_b.append((lead_id, rep_id))
+        return False  # not B's call
+
+    app_a[DECLINE_HANDLER_KEY] = decline_on_a
+    app_b[DECLINE_HANDLER_KEY] = decline_on_b
+    lead = await new_lead(store, name="Declined Elsewhere")
+    async with TestClient(TestServer(app_a)) as _client_a, TestClient(TestServer(app_b)) as b:
+        await sign_in_rep(b, "alice")
+        publish_call_event(app_a, lead, rep_event(CallEventKind.REP_RINGING, "alice", status=180))
+        async with asyncio.timeout(5):
+            while not app_b[WEB_HUB_KEY].open_cards("alice"):
+                await asyncio.sleep(0.01)  # the pop reached B
+        response = await b.post("/console/decline", json={"lead_id": lead.id})
+        assert response.status == 200
+        reply = await response.json()
+        assert (reply["leg_cancelled"], reply["forwarded"]) == (False, True)
+        assert asked_b == [(lead.id, "alice")]
+        assert app_b[WEB_HUB_KEY].open_cards("alice") == []
+        async with asyncio.timeout(5):
+            while not cancelled_on_a:
+                await asyncio.sleep(0.01)
+        assert cancelled_on_a == [(lead.id, "alice")]
+        # A decline request is a control item: no page on either daemon ever sees it.
+        assert all(
+            event.kind != "decline_request"
+            for hub in (app_a[WEB_HUB_KEY], app_b[WEB_HUB_KEY])
+            for event in hub.replay_after(f"{hub.boot}-0", hub.subscribe(dashboard=True)) or []
+        )
+    [declined] = [e for e in await store.list_events(lead.id) if e.kind == "rep_declined"]
+    assert declined.data == {"rep_id": "alice", "leg_cancelled": False, "forwarded": True}
