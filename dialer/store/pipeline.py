@@ -66,19 +66,52 @@ _LEAD_COLUMNS: Final = (
     "waiting_since, status_reason, updated_at"
 )
 
-# Claimable now: new leads, leads whose retry time has come, and in-flight leads whose owner's
-# lease lapsed (a daemon died). The status list matches leads_claimable_idx's predicate.
+# Claimable now: in-flight leads whose owner's lease lapsed (a daemon died), new leads, and
+# leads whose retry time has come. Three locking reads, each from an index whose scan touches
+# only candidates (0007_claim_index.sql; retries use leads_status_next_attempt_idx), so a claim
+# never walks the leads in hand: a bridged call stays claimed (``connected``) for its whole
+# duration, nor the leads scheduled for later. Their predicates are disjoint and
+# together are exactly "open, and unclaimed or lease lapsed, and (if scheduled) due".
+# Recovered leads come first: they are the oldest work, and their calls may still be up. The
+# fresh and scheduled reads take only what recovery left room for; the one that loses the
+# merge keeps its surplus rows locked (unchanged) until this statement commits, which a
+# concurrent claimer skips for that instant. Statuses must match the indexes' predicates.
 _CLAIM_READY: Final = f"""
-WITH picked AS (
-    SELECT id, status AS prior_status, claimed_by AS prior_owner
+WITH expired AS (
+    SELECT id, status AS prior_status, claimed_by AS prior_owner, lease_until AS lapsed_at,
+           coalesce(next_attempt_at, received_at) AS due_at
     FROM leads
-    WHERE status IN ('received', 'routing', 'ringing_reps', 'calling_prospect', 'connected',
+    WHERE claimed_by IS NOT NULL AND lease_until <= now()
+      AND status IN ('received', 'routing', 'ringing_reps', 'calling_prospect', 'connected',
                      'scheduled')
-      AND (claimed_by IS NULL OR lease_until <= now())
       AND (status <> 'scheduled' OR next_attempt_at <= now())
-    ORDER BY coalesce(next_attempt_at, received_at)
+    ORDER BY lease_until, coalesce(next_attempt_at, received_at)
     LIMIT $2
     FOR UPDATE SKIP LOCKED
+), fresh AS (
+    SELECT id, status AS prior_status, claimed_by AS prior_owner,
+           coalesce(next_attempt_at, received_at) AS due_at
+    FROM leads
+    WHERE claimed_by IS NULL
+      AND status IN ('received', 'routing', 'ringing_reps', 'calling_prospect', 'connected')
+    ORDER BY coalesce(next_attempt_at, received_at)
+    LIMIT greatest($2 - (SELECT count(*) FROM expired), 0)
+    FOR UPDATE SKIP LOCKED
+), retries AS (
+    SELECT id, status AS prior_status, claimed_by AS prior_owner, next_attempt_at AS due_at
+    FROM leads
+    WHERE claimed_by IS NULL AND status = 'scheduled' AND next_attempt_at <= now()
+    ORDER BY next_attempt_at
+    LIMIT greatest($2 - (SELECT count(*) FROM expired), 0)
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id, prior_status, prior_owner, 0 AS claim_rank, lapsed_at, due_at FROM expired
+    UNION ALL
+    (SELECT id, prior_status, prior_owner, 1, NULL::timestamptz, due_at FROM fresh
+     UNION ALL
+     SELECT id, prior_status, prior_owner, 1, NULL::timestamptz, due_at FROM retries
+     ORDER BY due_at
+     LIMIT greatest($2 - (SELECT count(*) FROM expired), 0))
 ), moved AS (
     UPDATE leads AS l
     SET claimed_by = $1,
@@ -90,7 +123,8 @@ WITH picked AS (
         updated_at = now()
     FROM picked AS p
     WHERE l.id = p.id
-    RETURNING l.*, p.prior_status, p.prior_owner
+    RETURNING l.*, p.prior_status, p.prior_owner, p.claim_rank, p.lapsed_at,
+              p.due_at AS claim_due_at
 ), event AS (
     INSERT INTO lead_events (lead_id, seq, at, kind, data)
     SELECT id, event_seq, now(),
@@ -100,6 +134,7 @@ WITH picked AS (
     FROM moved
 )
 SELECT {_LEAD_COLUMNS}, event_seq, prior_status, prior_owner FROM moved
+ORDER BY claim_rank, lapsed_at, claim_due_at
 """  # noqa: S608 (interpolates constants only)
 
 # Waiting leads, oldest SLA first, a few per free rep (the first in line may not be able to use

@@ -134,6 +134,123 @@ async def test_lapsed_lease_is_recovered_by_another_daemon(
     assert claim.lead.id == lead_id
 
 
+async def hold(
+    db_pool: asyncpg.Pool, lead_ids: list[str], owner: str, *, lease_s: list[float]
+) -> None:
+    """Set up leads in hand: claimed by ``owner``, half connected, half ringing reps, with the
+    given lease left (negative: lapsed that long ago)."""
+    for n, (lead_id, left) in enumerate(zip(lead_ids, lease_s, strict=True)):
+        await db_pool.execute(
+            "UPDATE leads SET claimed_by = $2, status = $3,"
+            " lease_until = now() + make_interval(secs => $4::float8) WHERE id = $1::uuid",
+            lead_id,
+            owner,
+            "connected" if n % 2 else "ringing_reps",
+            left,
+        )
+
+
+async def schedule(db_pool: asyncpg.Pool, lead_id: str, in_s: float) -> None:
+    await db_pool.execute(
+        "UPDATE leads SET status = 'scheduled',"
+        " next_attempt_at = now() + make_interval(secs => $2::float8) WHERE id = $1::uuid",
+        lead_id,
+        in_s,
+    )
+
+
+async def test_claim_skips_live_leases_and_recovers_lapsed_ones_before_fresh_work(
+    store: Store, db_pool: asyncpg.Pool
+) -> None:
+    now = datetime.now(UTC)
+    # The oldest leads are in hand with live leases: a claim must never return them.
+    in_hand = await add_leads(store, 40, start=now - timedelta(minutes=10))
+    await hold(db_pool, in_hand, "holder", lease_s=[3600.0] * 40)
+    # Lapsed leases of a dead daemon, the one received first lapsed last.
+    lapsed = await add_leads(store, 3, start=now - timedelta(minutes=9))
+    await hold(db_pool, lapsed, "dead", lease_s=[-1.0, -2.0, -3.0])
+    # Fresh work, one lead older than everything else, and retries due now or later.
+    [oldest] = await add_leads(store, 1, start=now - timedelta(minutes=20))
+    fresh = await add_leads(store, 2, start=now - timedelta(minutes=1))
+    due, later = await add_leads(store, 2, start=now - timedelta(seconds=30))
+    await schedule(db_pool, due, -300.0)  # due 5 minutes ago: between `oldest` and `fresh`
+    await schedule(db_pool, later, 3600.0)
+
+    daemon = PipelineStore(db_pool, "daemon-a", lease_s=LEASE_S)
+    first = await daemon.claim_ready(2)  # recovery alone fills a small batch
+    second = await daemon.claim_ready(3)  # the last recovered lead, then the oldest work
+    rest = await daemon.claim_ready(100)
+    assert [claim.lead.id for claim in first] == [lapsed[2], lapsed[1]]
+    assert [claim.lead.id for claim in second] == [lapsed[0], oldest, due]
+    assert [claim.lead.id for claim in rest] == fresh
+    assert await daemon.claim_ready(100) == []
+
+    recovered = first + second[:1]
+    assert all(claim.recovered and claim.previous_owner == "dead" for claim in recovered)
+    assert [claim.lead.status.value for claim in recovered] == [
+        "ringing_reps",
+        "connected",
+        "ringing_reps",
+    ]
+    assert [kind for kind, _ in await events(store, lapsed[0])] == ["received", "recovered"]
+    for claim in second[1:] + rest:
+        assert not claim.recovered and claim.previous_owner is None
+        assert claim.lead.status is LeadStatus.ROUTING
+    assert second[2].prior_status is LeadStatus.SCHEDULED
+    holders = await db_pool.fetch(
+        "SELECT claimed_by, count(*) FROM leads WHERE id = ANY($1::uuid[]) GROUP BY 1",
+        [*in_hand, later],
+    )
+    assert {row["claimed_by"]: row["count"] for row in holders} == {"holder": 40, None: 1}
+
+
+async def test_two_daemons_share_lapsed_and_fresh_work_without_touching_live_leases(
+    store: Store, db_pool: asyncpg.Pool, database_url: str
+) -> None:
+    now = datetime.now(UTC)
+    in_hand = await add_leads(store, 80, start=now - timedelta(minutes=10))
+    await hold(db_pool, in_hand, "holder", lease_s=[3600.0] * 80)
+    lapsed = await add_leads(store, 25, start=now - timedelta(minutes=9))
+    await hold(db_pool, lapsed, "dead", lease_s=[-float(n) for n in range(1, 26)])
+    fresh = await add_leads(store, 50, start=now - timedelta(minutes=5))
+    for lead_id in fresh[::10]:
+        await schedule(db_pool, lead_id, -1.0)
+    pools = [await create_pool(database_url, min_size=2, max_size=4) for _ in range(2)]
+    try:
+        daemons = [
+            PipelineStore(pool, name, lease_s=LEASE_S)
+            for pool, name in zip(pools, ("a", "b"), strict=True)
+        ]
+
+        async def drain(daemon: PipelineStore) -> list[tuple[str, bool]]:
+            taken: list[tuple[str, bool]] = []
+            for _ in range(100):  # bounded; 75 leads in batches of 7 need ~11 rounds
+                claims = await daemon.claim_ready(7)
+                if not claims:
+                    break
+                taken += [(claim.lead.id, claim.recovered) for claim in claims]
+            return taken
+
+        a, b = await asyncio.gather(*(drain(daemon) for daemon in daemons))
+    finally:
+        for pool in pools:
+            await pool.close()
+    ids_a, ids_b = [lead_id for lead_id, _ in a], [lead_id for lead_id, _ in b]
+    assert not set(ids_a) & set(ids_b)
+    assert sorted(ids_a + ids_b) == sorted(lapsed + fresh)
+    assert a and b
+    # Each daemon took every lapsed lead it got before any fresh one: a claim reaches fresh
+    # work only when no lapsed lead is left to lock.
+    for taken in (a, b):
+        flags = [was_recovered for _, was_recovered in taken]
+        assert flags == sorted(flags, reverse=True)
+    assert {lead_id for lead_id, was_recovered in a + b if was_recovered} == set(lapsed)
+    owners = await db_pool.fetch(
+        "SELECT DISTINCT claimed_by FROM leads WHERE id = ANY($1::uuid[])", in_hand
+    )
+    assert [row["claimed_by"] for row in owners] == ["holder"]
+
+
 async def test_update_checks_ownership_and_status_and_keeps_decision(
     store: Store, db_pool: asyncpg.Pool
 ) -> None:
