@@ -1118,11 +1118,9 @@ class _CallTracker:
             changes=LeadChanges(first_touch_at=at, assigned_rep=rep_id),
         )
         if rep_id is not None:
-            store = self.pipeline.store
-            if await store.rep_on_call(self.lead.id, rep_id):
-                routing_store = self.pipeline.routing_store
-                await routing_store.record_assignment(rep_id, self.lead.id, at=at)
-                await routing_store.record_call(rep_id, at=at)
+            # On a call, assignment and call counted: one round trip on the hot path (the
+            # prospect is being dialled right now); a no-op unless the rep is ours.
+            await self.pipeline.routing_store.rep_answered(self.lead.id, rep_id, at=at)
 
     async def _rep_leg_ended(self, event: CallEvent, at: datetime) -> None:
         data = event.timeline_data()

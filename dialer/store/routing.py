@@ -219,6 +219,31 @@ WHERE id = $1
 RETURNING id
 """
 
+# The winning rep answered (the prospect is being dialled now): what ``_REP_ON_CALL`` (in
+# dialer.store.pipeline), ``_RECORD_ASSIGNMENT`` and ``_RECORD_CALL`` do, in one round trip. A
+# row can be updated only once per statement, so the three updates of ``reps`` are one SET;
+# the assignment row and both counters are written only when the rep is reserved for the lead
+# (the pipeline skipped them when ``rep_on_call`` said no). ``status_changed_at`` keeps the
+# database clock of ``_REP_ON_CALL``; ``updated_at`` ends as ``$3``, as after ``_RECORD_CALL``.
+_REP_ANSWERED: Final = """
+WITH answered AS (
+    UPDATE reps
+    SET status = 'busy', status_changed_at = now(), activity = 'on_call', missed_in_row = 0,
+        last_assigned_at = greatest(last_assigned_at, $3::timestamptz),
+        calls_today = CASE WHEN calls_day = ($3::timestamptz AT TIME ZONE timezone)::date
+                           THEN calls_today + 1 ELSE 1 END,
+        calls_day = ($3::timestamptz AT TIME ZONE timezone)::date,
+        updated_at = $3::timestamptz
+    WHERE id = $1 AND reserved_by = $2
+    RETURNING id
+), assignment AS (
+    INSERT INTO rep_assignments (rep_id, lead_id, assigned_at)
+    SELECT id, $2, $3::timestamptz FROM answered
+    ON CONFLICT DO NOTHING
+)
+SELECT id FROM answered
+"""
+
 _RECORD_RULESET: Final = """
 INSERT INTO routing_rulesets (version, body, first_activated_at, activated_at)
 VALUES ($1, $2, $3, $3)
@@ -368,6 +393,17 @@ class RoutingStore:
     async def record_call(self, rep_id: str, *, at: datetime | None = None) -> bool:
         """The rep was on a call (``fewest_calls`` counts these per day in the rep's zone)."""
         return await self._pool.fetchval(_RECORD_CALL, rep_id, _now(at)) is not None
+
+    async def rep_answered(self, lead_id: str, rep_id: str, *, at: datetime | None = None) -> bool:
+        """The rep answered and won the lead, in one statement: ``busy`` on a call until the
+        lead settles (misses in a row forgiven), the lead counted as assigned to them at ``at``
+        (capacity, ``least_recent``) and a call counted on their day (``fewest_calls``).
+        False, and nothing changed, when the rep is not reserved for the lead.
+
+        The same effects as ``PipelineStore.rep_on_call`` followed, when it succeeds, by
+        :meth:`record_assignment` and :meth:`record_call`, in one round trip instead of three.
+        """
+        return await self._pool.fetchval(_REP_ANSWERED, rep_id, lead_id, _now(at)) is not None
 
     # ----------------------------------------------------------------------- reservations
 

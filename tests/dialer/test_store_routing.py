@@ -13,6 +13,7 @@ from dialer.config import Config, RepConfig, parse_config
 from dialer.domain import RepStatus
 from dialer.routing import Outcome, Router, derive_facts, ruleset_document, ruleset_version
 from dialer.store import NewLead, Store
+from dialer.store.pipeline import PipelineStore
 from dialer.store.pool import create_pool
 from dialer.store.routing import CapacityLimits, RoundRobinTurn, RoutingStore
 
@@ -80,6 +81,90 @@ async def test_counters_for_capacity_and_strategies(db_pool: asyncpg.Pool) -> No
     assert record.last_assigned_at == T0 - timedelta(minutes=5)
     state = record.state
     assert (state.leads_last_hour, state.leads_today, state.calls_today) == (2, 3, 2)
+
+
+# Columns that differ between two reps by identity or by the database clock (now()).
+_NOT_COMPARED = frozenset({"id", "name", "sip_uri", "reserved_by", "status_changed_at"})
+
+
+async def rep_row(db_pool: asyncpg.Pool, rep_id: str) -> dict[str, object]:
+    row = await db_pool.fetchrow("SELECT * FROM reps WHERE id = $1", rep_id)
+    assert row is not None
+    return dict(row)
+
+
+async def assignments(db_pool: asyncpg.Pool, rep_id: str) -> list[tuple[str, datetime]]:
+    rows = await db_pool.fetch(
+        "SELECT lead_id, assigned_at FROM rep_assignments WHERE rep_id = $1 ORDER BY assigned_at",
+        rep_id,
+    )
+    return [(row["lead_id"], row["assigned_at"]) for row in rows]
+
+
+async def test_rep_answered_does_what_on_call_assignment_and_call_did(
+    db_pool: asyncpg.Pool,
+) -> None:
+    routing = RoutingStore(db_pool)
+    pipeline = PipelineStore(db_pool, "d", lease_s=30)
+    # ann takes the old path (three statements), bob the new one; same zone, same history: a
+    # lead and a call at 16:00 New York time on June 3rd, two misses in a row.
+    ny = "America/New_York"
+    await routing.sync_reps([rep("ann", timezone=ny), rep("bob", timezone=ny)], at=T0)
+    for rep_id in ("ann", "bob"):
+        await routing.record_assignment(rep_id, f"old-{rep_id}", at=T0 - timedelta(hours=20))
+        assert await routing.record_call(rep_id, at=T0 - timedelta(hours=20))
+    await db_pool.execute("UPDATE reps SET missed_in_row = 2")
+    assert await routing.reserve_reps("L-ann", ["ann"], 1, 30, "d", at=T0) == ["ann"]
+    assert await routing.reserve_reps("L-bob", ["bob"], 1, 30, "d", at=T0) == ["bob"]
+
+    # Answered (legs of the same lead) at 22:00 and 22:01 on June 3rd in New York (02:00 UTC
+    # on the 4th: the UTC day differs), then at 12:00 on the 4th (a new day in New York).
+    # (when, calls today, leads in the last hour, leads today), as the strategies read them.
+    late = T0 - timedelta(hours=14)
+    steps = [
+        (late, 2, 1, 2),
+        (late + timedelta(minutes=1), 3, 2, 3),
+        (T0, 1, 1, 1),
+    ]
+    for at, calls_today, leads_last_hour, leads_today in steps:
+        assert await pipeline.rep_on_call("L-ann", "ann")
+        await routing.record_assignment("ann", "L-ann", at=at)
+        assert await routing.record_call("ann", at=at)
+        assert await routing.rep_answered("L-bob", "bob", at=at)
+
+        ann, bob = await rep_row(db_pool, "ann"), await rep_row(db_pool, "bob")
+        assert {k: v for k, v in bob.items() if k not in _NOT_COMPARED} == {
+            k: v for k, v in ann.items() if k not in _NOT_COMPARED
+        }
+        assert bob["reserved_by"] == "L-bob"
+        assert (bob["status"], bob["activity"], bob["missed_in_row"]) == ("busy", "on_call", 0)
+        assert bob["updated_at"] == at
+        assert [when for _, when in await assignments(db_pool, "bob")] == [
+            when for _, when in await assignments(db_pool, "ann")
+        ]
+        (record,) = [r for r in await routing.list_reps(at=at) if r.id == "bob"]
+        assert record.status is RepStatus.BUSY
+        assert record.last_assigned_at == at  # least_recent
+        assert (record.calls_today, record.leads_last_hour, record.leads_today) == (
+            calls_today,
+            leads_last_hour,
+            leads_today,
+        )
+    assert [lead for lead, _ in await assignments(db_pool, "bob")] == ["old-bob"] + 3 * ["L-bob"]
+
+
+async def test_rep_answered_changes_nothing_unless_reserved_for_the_lead(
+    db_pool: asyncpg.Pool,
+) -> None:
+    routing = RoutingStore(db_pool)
+    await routing.sync_reps([rep("ann"), rep("bob")], at=T0)
+    assert await routing.reserve_reps("L1", ["ann"], 1, 30, "d", at=T0) == ["ann"]
+    before = {rep_id: await rep_row(db_pool, rep_id) for rep_id in ("ann", "bob")}
+    assert not await routing.rep_answered("L2", "ann", at=T0)  # reserved for another lead
+    assert not await routing.rep_answered("L1", "bob", at=T0)  # not reserved at all
+    assert not await routing.rep_answered("L1", "nobody", at=T0)
+    assert {rep_id: await rep_row(db_pool, rep_id) for rep_id in ("ann", "bob")} == before
+    assert await db_pool.fetchval("SELECT count(*) FROM rep_assignments") == 0
 
 
 async def test_routing_reps_count_capacity_only_up_to_the_limits(db_pool: asyncpg.Pool) -> None:
