@@ -70,7 +70,12 @@ from dialer.calls import (
     CallResult,
     LegResult,
 )
-from dialer.calls.controller import CallController, ControllerSettings, EventCallback
+from dialer.calls.controller import (
+    CallController,
+    ControllerSettings,
+    EventBatchCallback,
+    EventCallback,
+)
 from dialer.calls.prompts import SpeechSettings
 from dialer.config import Config
 from dialer.domain import LeadStatus, RingPlan
@@ -184,8 +189,15 @@ class DeclinableCall(Protocol):
 class CallStarter(Protocol):
     """What the pipeline needs of the call layer (:class:`CallController`)."""
 
-    def start_call(self, plan: RingPlan, *, on_event: EventCallback | None = None) -> CallHandle:
-        """Start ringing ``plan``; events go to ``on_event`` in order."""
+    def start_call(
+        self,
+        plan: RingPlan,
+        *,
+        on_event: EventCallback | None = None,
+        on_events: EventBatchCallback | None = None,
+    ) -> CallHandle:
+        """Start ringing ``plan``; events go to ``on_event`` one by one or to ``on_events``
+        in batches, in order."""
         ...
 
 
@@ -767,7 +779,7 @@ class Pipeline:
     async def _ring(self, lead: PipelineLead, plan: RingPlan, work: _Work) -> None:
         tracker = _CallTracker(self, lead, work)
         try:
-            call = self.calls.start_call(plan, on_event=tracker.on_event)
+            call = self.calls.start_call(plan, on_events=tracker.on_events)
         except RuntimeError as exc:  # the call layer is shutting down
             _log.warning("cannot start call", lead_id=lead.id, error=str(exc))
             await self.store.release_lead_reps(lead.id)
@@ -1062,8 +1074,52 @@ class _CallTracker:
             CallEventKind.BRIDGED: self._bridged,
         }
 
+    async def on_events(self, events: Sequence[CallEvent]) -> None:
+        """The call layer's batch callback: the events of one call queued since the last
+        batch, in order. Each run of consecutive events without a handler is appended with
+        one statement (:meth:`PipelineStore.append_events`); an event with a handler (a
+        status change, a rep's bookkeeping) first writes the run before it, then goes the
+        :meth:`on_event` way, so the timeline is the same as event by event."""
+        plain: list[CallEvent] = []
+        for event in events:
+            if event.kind in self._handlers:
+                await self._append_plain(plain)
+                plain = []
+                await self.on_event(event)
+            elif event.kind is not CallEventKind.CALL_ENDED:
+                plain.append(event)
+        await self._append_plain(plain)
+
+    async def _append_plain(self, events: Sequence[CallEvent]) -> None:
+        if not events or self.work.lost:
+            return
+        steps = [(e.kind.value, e.timeline_data(), e.wall_at or _now()) for e in events]
+        try:
+            updated = await self.pipeline.store.append_events(self.lead.id, steps)
+            if updated is None:
+                await self._check_claim()
+            else:
+                self.lead = updated
+        except _DB_ERRORS as exc:
+            _log.warning(
+                "timeline write failed",
+                lead_id=self.lead.id,
+                kind=",".join(kind for kind, _, _ in steps),
+                error=str(exc),
+            )
+
+    async def _check_claim(self) -> None:
+        """A write found the lead not ours: if so, stop the call rather than ring for
+        someone else's lead."""
+        current = await self.pipeline.store.get(self.lead.id)
+        if current is None or current.claimed_by != self.pipeline.instance_id:
+            self.work.lost = True
+            if self.work.call is not None:
+                self.work.call.hang_up()
+
     async def on_event(self, event: CallEvent) -> None:
-        """The call layer's callback (events of one call arrive one at a time, in order)."""
+        """The call layer's per-event callback (events of one call arrive one at a time, in
+        order)."""
         if self.work.lost or event.kind is CallEventKind.CALL_ENDED:
             return  # the outcome is settled by the pipeline once the call is over
         at = event.wall_at or _now()
@@ -1098,12 +1154,7 @@ class _CallTracker:
             changes=changes,
         )
         if updated is None and status is None:
-            # Not ours any more: stop the call rather than ring for someone else's lead.
-            current = await self.pipeline.store.get(self.lead.id)
-            if current is None or current.claimed_by != self.pipeline.instance_id:
-                self.work.lost = True
-                if self.work.call is not None:
-                    self.work.call.hang_up()
+            await self._check_claim()
         if updated is not None:
             self.lead = updated
         return updated

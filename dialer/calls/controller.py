@@ -19,6 +19,12 @@ on the wire). The pipeline follows the call in two ways, both of them ordered:
   the outcome). It may be a coroutine function: events of one call are delivered one at a
   time, in order, by a task the controller owns, so a slow database write delays only the
   timeline, never the SIP signalling.
+* or ``on_events(batch)`` instead (not both): the same events, in the same order, but each
+  call gives a non-empty sequence of them: every event queued while the previous call was
+  being awaited (or published together, like the INVITEs of a parallel ring). A callback
+  slower than the events thus gets them in bursts it can write with one statement; when it
+  keeps up, batches are of one event. One batch failing is logged and delivery goes on with
+  the next.
 * awaiting the handle: :meth:`Call.wait_bridged` (True once bridged, False when the call ended
   without a bridge) and :meth:`Call.wait_ended` (the :class:`CallOutcome`, after every event
   was delivered). :meth:`Call.hang_up` ends it early.
@@ -123,6 +129,7 @@ __all__ = [
     "Call",
     "CallController",
     "ControllerSettings",
+    "EventBatchCallback",
     "EventCallback",
     "default_accept_prompt",
 ]
@@ -131,6 +138,9 @@ _log = logging.getLogger("dialer.calls")
 
 EventCallback = Callable[[CallEvent], Awaitable[None] | None]
 """Receives a call's events in order; may be a plain function or a coroutine function."""
+
+EventBatchCallback = Callable[[Sequence[CallEvent]], Awaitable[None] | None]
+"""Receives a call's events in order, every event already queued at once (never empty)."""
 
 _E164 = re.compile(r"\+?[0-9]{4,15}")
 
@@ -212,12 +222,18 @@ class Call:
         call_id: int,
         flow: CallFlow,
         on_event: EventCallback | None,
+        on_events: EventBatchCallback | None = None,
     ) -> None:
+        if on_event is not None and on_events is not None:
+            raise ValueError("give on_event or on_events, not both")
         self._controller = controller
         self.id = call_id
         self.flow = flow
         self._on_event = on_event
+        self._on_events = on_events
         self._events: asyncio.Queue[CallEvent | None] = asyncio.Queue()
+        #: The end of the events (``None``) was taken from the queue.
+        self._delivered_all = False
         loop = asyncio.get_running_loop()
         self._bridged: asyncio.Future[bool] = loop.create_future()
         self._ended: asyncio.Future[CallOutcome] = loop.create_future()
@@ -296,16 +312,47 @@ class Call:
                 self._timer = None
 
     async def _deliver_events(self) -> None:
-        while (event := await self._events.get()) is not None:
+        while batch := await self._next_batch():
+            if self._on_events is not None:
+                try:
+                    result = self._on_events(batch)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    # The timeline writer failing must not take the call down with it.
+                    _log.exception(
+                        "call %s: on_events failed for %s",
+                        self.id,
+                        ", ".join(event.kind for event in batch),
+                    )
+                continue
             if self._on_event is None:
                 continue
-            try:
-                result = self._on_event(event)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                # The timeline writer failing must not take the call down with it.
-                _log.exception("call %s: on_event failed for %s", self.id, event.kind)
+            for event in batch:
+                try:
+                    result = self._on_event(event)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    _log.exception("call %s: on_event failed for %s", self.id, event.kind)
+
+    async def _next_batch(self) -> list[CallEvent]:
+        """Wait for the next event, then take every event queued behind it; empty once the
+        call is over (the ``None`` put by :meth:`_settle_futures`) and all was delivered."""
+        queue = self._events
+        if self._delivered_all:
+            return []
+        first = await queue.get()
+        if first is None:
+            return []
+        batch = [first]
+        while not queue.empty():
+            event = queue.get_nowait()
+            if event is None:
+                self._delivered_all = True  # this batch is the last
+                break
+            batch.append(event)
+        return batch
 
 
 class CallController:
@@ -444,8 +491,15 @@ class CallController:
 
     # -- application calls ----------------------------------------------------------------
 
-    def start_call(self, plan: RingPlan, *, on_event: EventCallback | None = None) -> Call:
-        """Start ringing ``plan`` now and return the call's handle."""
+    def start_call(
+        self,
+        plan: RingPlan,
+        *,
+        on_event: EventCallback | None = None,
+        on_events: EventBatchCallback | None = None,
+    ) -> Call:
+        """Start ringing ``plan`` now and return the call's handle; its events go to
+        ``on_event`` one by one or to ``on_events`` in batches (module docstring)."""
         if self._loop is None or self._closing:
             raise RuntimeError("CallController is not running")
         if plan.accept == "press1":
@@ -459,7 +513,7 @@ class CallController:
             session_id=self._session_base + call_id * 1000,
             settings=self.settings.bridge,
         )
-        call = Call(self, call_id, flow, on_event)
+        call = Call(self, call_id, flow, on_event, on_events)
         if plan.accept == "press1" and self.settings.speech is not None:
             # Started with the ringing, so that it is usually ready when a rep picks up.
             if self._speech is None:
@@ -472,11 +526,15 @@ class CallController:
         return call
 
     async def ring_and_bridge(
-        self, plan: RingPlan, *, on_event: EventCallback | None = None
+        self,
+        plan: RingPlan,
+        *,
+        on_event: EventCallback | None = None,
+        on_events: EventBatchCallback | None = None,
     ) -> Call:
         """Start the call and return its handle once bridged, or once over without a bridge
         (then ``call.outcome`` says why)."""
-        call = self.start_call(plan, on_event=on_event)
+        call = self.start_call(plan, on_event=on_event, on_events=on_events)
         await call.wait_bridged()
         return call
 

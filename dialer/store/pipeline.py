@@ -25,7 +25,7 @@ import binascii
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -276,6 +276,22 @@ SELECT (SELECT count(*) FROM unclaimed) AS leads, (SELECT count(*) FROM reps_fre
 """
 
 _GET_LEAD: Final = f"SELECT {_LEAD_COLUMNS} FROM leads WHERE id = $1"  # noqa: S608
+
+# n events of a claimed lead in one statement: event_seq moves by n under the lead's row lock
+# and the rows take the n seqs just handed out, in the order given (ordinality 1..n).
+_APPEND_EVENTS: Final = f"""
+WITH moved AS (
+    UPDATE leads SET event_seq = event_seq + cardinality($3::text[]), updated_at = $6
+    WHERE id = $1 AND claimed_by = $2
+    RETURNING {_LEAD_COLUMNS}, event_seq
+), event AS (
+    INSERT INTO lead_events (lead_id, seq, at, kind, data)
+    SELECT moved.id, moved.event_seq - cardinality($3::text[]) + e.n, e.at, e.kind, e.data
+    FROM moved, unnest($3::text[], $4::jsonb[], $5::timestamptz[]) WITH ORDINALITY
+        AS e(kind, data, at, n)
+)
+SELECT {_LEAD_COLUMNS}, event_seq FROM moved
+"""  # noqa: S608 (interpolates constants only)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -694,6 +710,44 @@ class PipelineStore:
                 return None
             lead = _pipeline_lead(row)
             await self._on_step(conn, lead, kind, dict(data or {}), int(row["event_seq"]))
+        return lead
+
+    async def append_events(
+        self, lead_id: str, events: Sequence[tuple[str, Mapping[str, Any], datetime]]
+    ) -> PipelineLead | None:
+        """Append ``events`` (``(kind, data, at)``, in order) to a claimed lead's timeline in
+        one statement, changing nothing else but ``updated_at`` (the last event's ``at``).
+
+        The timeline and the step hook see exactly what n :meth:`update` calls with
+        ``kind``/``data``/``at`` and no other change would write: consecutive seqs in order,
+        and with ``on_step`` the hook runs once per event (its own seq; the lead with that
+        event's ``updated_at``), all in one transaction that rolls back as a whole.
+
+        Returns the lead as updated, or None when this daemon no longer holds the claim
+        (nothing written). An empty ``events`` writes nothing and returns the stored lead.
+        """
+        parsed = _parse_id(lead_id)
+        if parsed is None:
+            return None
+        if not events:
+            return await self.get(lead_id)
+        kinds = [kind for kind, _, _ in events]
+        datas = [dict(data) for _, data, _ in events]
+        ats = [at for _, _, at in events]
+        args = (parsed, self.instance_id, kinds, datas, ats, ats[-1])
+        if self._on_step is None:
+            row = await self._pool.fetchrow(_APPEND_EVENTS, *args)
+            return None if row is None else _pipeline_lead(row)
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(_APPEND_EVENTS, *args)
+            if row is None:
+                return None
+            lead = _pipeline_lead(row)
+            first_seq = int(row["event_seq"]) - len(events) + 1
+            for offset, (kind, data, at) in enumerate(zip(kinds, datas, ats, strict=True)):
+                # One by one, the hook would have seen the lead as of its own step.
+                step_lead = replace(lead, updated_at=at)
+                await self._on_step(conn, step_lead, kind, data, first_seq + offset)
         return lead
 
     async def list_leads(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, Protocol, TypeVar
@@ -30,6 +30,7 @@ from aiohttp import web
 
 from dialer.api.keys import CONFIG_KEY, DATABASE_URL_KEY, STORE_KEY
 from dialer.calls import CallEvent, CallEventKind, EventCallback
+from dialer.calls.controller import EventBatchCallback
 from dialer.config import Config
 from dialer.domain import Lead, LeadContext, RingPlan
 from dialer.domain import optional_utc_timestamp as _iso
@@ -269,7 +270,11 @@ class CallStarterLike(Protocol[_Handle_co]):
     """What :class:`LiveCalls` wraps: the call layer's ``start_call``."""
 
     def start_call(
-        self, plan: RingPlan, *, on_event: EventCallback | None = None
+        self,
+        plan: RingPlan,
+        *,
+        on_event: EventCallback | None = None,
+        on_events: EventBatchCallback | None = None,
     ) -> _Handle_co: ...
 
 
@@ -278,7 +283,8 @@ class LiveCalls(Generic[_Handle_co]):
 
     Give it to the pipeline instead of the bare controller
     (``calls=LiveCalls(app, app[CALL_CONTROLLER_KEY])``): each event reaches the hub first
-    (the rep's card pops before the timeline write), then the pipeline's own callback. The
+    (the rep's card pops before the timeline write), then the pipeline's own callback; with
+    ``on_events`` every event of a batch reaches the hub, then the batch goes on whole. The
     lead's card data is read once per call from the store (falling back to the ring plan's
     screen-pop context when the store cannot answer).
     """
@@ -287,25 +293,46 @@ class LiveCalls(Generic[_Handle_co]):
         self._app = app
         self._calls = calls
 
-    def start_call(self, plan: RingPlan, *, on_event: EventCallback | None = None) -> _Handle_co:
+    def start_call(
+        self,
+        plan: RingPlan,
+        *,
+        on_event: EventCallback | None = None,
+        on_events: EventBatchCallback | None = None,
+    ) -> _Handle_co:
         """Start the call like the wrapped layer does, teeing its events to the hub."""
+        if on_event is not None and on_events is not None:
+            raise ValueError("give on_event or on_events, not both")
         app = self._app
         context = plan.lead
         found: list[tuple[Lead, int]] = []
 
-        async def tee(event: CallEvent) -> None:
+        async def publish(events: Sequence[CallEvent]) -> None:
             if not found:
                 found.append(await _lead_for(app, context))
             lead, previous = found[0]
-            try:
-                publish_call_event(app, lead, event, previous_attempts=previous)
-            except Exception:  # the pages must never break a call
-                _log.exception("live event failed", lead_id=context.lead_id)
+            for event in events:
+                try:
+                    publish_call_event(app, lead, event, previous_attempts=previous)
+                except Exception:  # the pages must never break a call
+                    _log.exception("live event failed", lead_id=context.lead_id)
+
+        async def tee(event: CallEvent) -> None:
+            await publish((event,))
             if on_event is not None:
                 result = on_event(event)
                 if inspect.isawaitable(result):
                     await result
 
+        async def tee_batch(events: Sequence[CallEvent]) -> None:
+            await publish(events)
+            if on_events is not None:
+                result = on_events(events)
+                if inspect.isawaitable(result):
+                    await result
+
+        if on_events is not None:
+            return self._calls.start_call(plan, on_events=tee_batch)
         return self._calls.start_call(plan, on_event=tee)
 
 

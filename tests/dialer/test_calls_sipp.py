@@ -347,6 +347,48 @@ async def test_parallel_rep_two_answers_others_get_cancel_with_reason() -> None:
     assert all(e.wall_at is not None for e in events)
 
 
+async def test_events_queued_behind_a_slow_batch_callback_come_as_one_batch() -> None:
+    """``on_events``: what queued while the callback was busy is delivered at once, in order
+    (the three INVITEs of a parallel ring are published together), and the call waits for
+    every batch; ``on_event`` and ``on_events`` together are refused."""
+    async with running(
+        peer("calls_rep_cancelled"),
+        peer("calls_rep_answer", pause_ms=600),
+        peer("calls_rep_cancelled"),
+        peer("calls_prospect_answer_hangup", pause_ms=200),
+    ) as (rep1, rep2, rep3, prospect):
+        async with controller(prospect) as calls:
+            plan = make_plan([rep1, rep2, rep3])
+            with pytest.raises(ValueError, match="not both"):
+                calls.start_call(plan, on_event=print, on_events=print)
+            batches: list[list[CallEvent]] = []
+
+            async def slow_writer(batch: Sequence[CallEvent]) -> None:
+                batches.append(list(batch))
+                await asyncio.sleep(0.3)  # a timeline write far slower than the signalling
+
+            outcome = await ended(calls.start_call(plan, on_events=slow_writer))
+        for result in await results([rep1, rep2, rep3, prospect]):
+            assert_ok(result)
+
+    assert outcome.result is CallResult.COMPLETED and outcome.winner_rep_id == "rep2"
+    kinds = [[event.kind for event in batch] for batch in batches]
+    assert kinds[0] == [CallEventKind.REP_INVITED] * 3, kinds
+    assert [event.rep_id for event in batches[0]] == ["rep1", "rep2", "rep3"]
+    # The answer, the prospect's INVITE and the losers' CANCEL results arrive while a batch is
+    # being written: they queue and come together.
+    assert any(len(batch) > 1 for batch in batches[1:]), kinds
+    flat = [event for batch in batches for event in batch]
+    assert all(batches) and len(batches) < len(flat)
+    # In order, each event once: the call's own sequence, as on_event would have had it.
+    assert [event.at for event in flat] == sorted(event.at for event in flat)
+    assert flat[-1].kind is CallEventKind.CALL_ENDED
+    assert [event.kind for event in flat].count(CallEventKind.CALL_ENDED) == 1
+    order = [event.kind for event in flat]
+    assert order.index(CallEventKind.REP_ANSWERED) < order.index(CallEventKind.PROSPECT_INVITED)
+    assert order.index(CallEventKind.PROSPECT_INVITED) < order.index(CallEventKind.BRIDGED)
+
+
 async def test_two_reps_answer_within_5_ms_exactly_one_is_bridged() -> None:
     """Both reps answer ~1 s in, 5 ms apart, without a provisional first (so no CANCEL can get
     in between): exactly one is bridged; the other's 2xx is ACKed and BYEd."""

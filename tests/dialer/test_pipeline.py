@@ -9,8 +9,9 @@ does. The daemon-as-a-subprocess versions of these paths are in tests/e2e/test_e
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,10 +20,17 @@ from typing import Any
 
 import pytest
 
-from dialer.calls.controller import CallController, ControllerSettings
+from dialer.calls import CallEvent, CallEventKind
+from dialer.calls.controller import (
+    Call,
+    CallController,
+    ControllerSettings,
+    EventBatchCallback,
+    EventCallback,
+)
 from dialer.config import Config, parse_config
-from dialer.domain import LeadStatus, RepStatus
-from dialer.pipeline import Pipeline, PipelineSettings, sip_config_for
+from dialer.domain import LeadStatus, RepStatus, RingPlan
+from dialer.pipeline import CallStarter, Pipeline, PipelineSettings, sip_config_for
 from dialer.routing import Router
 from dialer.sipp import SippPeer, SippProcess
 from dialer.store import NewLead, Store
@@ -132,9 +140,12 @@ async def floor(
     pipeline_settings: Mapping[str, Any] | None = None,
     controller_settings: ControllerSettings | None = None,
     trunk_max_calls: int = 100,
+    wrap_calls: Callable[[CallController], CallStarter] | None = None,
     **sections: Mapping[str, Any],
 ) -> AsyncIterator[Floor]:
-    """Start SIPp reps and prospect, a call controller and the pipeline; stop all after."""
+    """Start SIPp reps and prospect, a call controller and the pipeline; stop all after.
+
+    ``wrap_calls``: what the pipeline starts calls with instead of the bare controller."""
     async with AsyncExitStack() as stack:
         rep_procs = {
             rep_id: await stack.enter_async_context(
@@ -174,7 +185,7 @@ async def floor(
             store=PipelineStore(pool, instance_id, lease_s=LEASE_S),
             routing_store=routing,
             router=Router(config),
-            calls=controller,
+            calls=controller if wrap_calls is None else wrap_calls(controller),
             settings=settings,
             listen_dsn=database_url,
         )
@@ -225,6 +236,87 @@ async def test_lead_rings_reps_bridges_first_answer_and_completes(
             assert record.reserved_by is None, record
         decisions = await f.routing.decisions(lead_id)
         assert [d["outcome"] for d in decisions] == ["routed"]
+
+
+class RecordingCalls:
+    """The controller, with every batch the pipeline is given recorded on its way."""
+
+    def __init__(self, calls: CallController) -> None:
+        self.calls = calls
+        self.batches: list[list[CallEvent]] = []
+
+    def start_call(
+        self,
+        plan: RingPlan,
+        *,
+        on_event: EventCallback | None = None,
+        on_events: EventBatchCallback | None = None,
+    ) -> Call:
+        assert on_event is None and on_events is not None, "the pipeline takes batches"
+        pipeline_writer = on_events
+
+        async def record(batch: Sequence[CallEvent]) -> None:
+            self.batches.append(list(batch))
+            result = pipeline_writer(batch)
+            if inspect.isawaitable(result):
+                await result
+
+        return self.calls.start_call(plan, on_events=record)
+
+
+#: The timeline kinds of the call events with a status change; call_ended is not written.
+_TIMELINE_KIND = {
+    CallEventKind.PROSPECT_INVITED: "calling_prospect",
+    CallEventKind.BRIDGED: "connected",
+}
+
+
+async def test_call_events_are_written_in_batches_and_the_timeline_is_unchanged(
+    database_url: str, tmp_path: Path
+) -> None:
+    # The floor of test_lead_rings_reps_bridges_first_answer_and_completes.
+    reps = {
+        "ann": rep_scenario(tmp_path / "ann.xml", answer_ms=300),
+        "bob": rep_scenario(tmp_path / "bob.xml", busy=True),
+        "cat": rep_scenario(tmp_path / "cat.xml", answer_ms=None),
+    }
+    prospect = prospect_scenario(tmp_path / "prospect.xml", answer_ms=100, hangup_ms=300)
+    recorder: list[RecordingCalls] = []
+
+    def wrap(calls: CallController) -> CallStarter:
+        recorder.append(RecordingCalls(calls))
+        return recorder[0]
+
+    async with floor(database_url, tmp_path, reps, prospect, wrap_calls=wrap) as f:
+        lead_id = await f.post()
+        await f.wait(lead_id, LeadStatus.COMPLETED)
+        stored = await f.store.list_events(lead_id)
+    batches = recorder[0].batches
+    # The three INVITEs of the parallel ring reach the pipeline as one batch.
+    assert [event.kind for event in batches[0]] == [CallEventKind.REP_INVITED] * 3
+    # The timeline is the call's events in the order the call layer made them, each once,
+    # with its own time and data: what the event-by-event writer recorded.
+    call_part = [e for e in stored if e.kind not in ("received", "routing", "ringing_reps")]
+    assert call_part[-1].kind == "completed"
+    delivered = [e for batch in batches for e in batch if e.kind is not CallEventKind.CALL_ENDED]
+    assert [(e.kind, e.at) for e in call_part[:-1]] == [
+        (_TIMELINE_KIND.get(e.kind, e.kind.value), e.wall_at) for e in delivered
+    ]
+    for written, event in zip(call_part[:-1], delivered, strict=True):
+        data = event.timeline_data()
+        assert {key: written.data[key] for key in data} == data, (written, event)
+    assert [e.seq for e in stored] == list(range(1, len(stored) + 1))
+    # The same kinds as the event-by-event writer's timeline of this floor (the order of
+    # events from different SIP peers, e.g. cat's 487 and the prospect's 180, may race).
+    kinds = [e.kind for e in stored]
+    assert sorted(kinds) == sorted(
+        ["received", "routing", "ringing_reps"]
+        + ["rep_invited"] * 3
+        + ["rep_ringing"] * 3
+        + ["rep_leg_ended", "rep_answered", "calling_prospect", "prospect_ringing"]
+        + ["rep_leg_ended", "prospect_answered", "connected", "completed"]
+    )
+    assert kinds[:6] == ["received", "routing", "ringing_reps"] + ["rep_invited"] * 3
 
 
 async def test_a_bridged_call_frees_its_max_active_place_within_max_bridged(

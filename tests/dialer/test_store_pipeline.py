@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -609,3 +610,80 @@ async def test_step_hook_commits_or_rolls_back_with_the_step(
     assert await db_pool.fetchval("SELECT count(*) FROM dnc") == 2
     assert await daemon.update(lead_id, at=now, kind=None, changes=LeadChanges()) is not None
     assert len(seen) == 3  # no event, no hook
+
+
+async def test_append_events_writes_a_burst_in_one_statement_with_consecutive_seqs(
+    store: Store, db_pool: asyncpg.Pool
+) -> None:
+    [lead_id] = await add_leads(store, 1)
+    daemon = PipelineStore(db_pool, "d", lease_s=LEASE_S)
+    [claim] = await daemon.claim_ready(1)  # received (1), routing (2)
+    start = datetime.now(UTC)
+    burst = [
+        ("rep_invited", {"leg": "rep0", "rep_id": "ann"}, start),
+        ("rep_invited", {"leg": "rep1", "rep_id": "bob"}, start + timedelta(milliseconds=1)),
+        ("rep_ringing", {}, start + timedelta(milliseconds=7)),
+    ]
+    moved = await daemon.append_events(lead_id, burst)
+    assert moved is not None and moved.updated_at == burst[-1][2]
+    assert moved.status is claim.lead.status  # nothing but the timeline changed
+    stored = await store.list_events(lead_id)
+    assert [(e.seq, e.kind, dict(e.data), e.at) for e in stored[2:]] == [
+        (seq, kind, data, at) for seq, (kind, data, at) in enumerate(burst, start=3)
+    ]
+    # The next step takes the seq after the burst's.
+    await daemon.update(lead_id, at=start, kind="ringing_reps", status=LeadStatus.RINGING_REPS)
+    assert [e.seq for e in await store.list_events(lead_id)] == [1, 2, 3, 4, 5, 6]
+    # Not ours any more: nothing is written.
+    other = PipelineStore(db_pool, "other", lease_s=LEASE_S)
+    assert await other.append_events(lead_id, burst) is None
+    assert len(await store.list_events(lead_id)) == 6
+
+
+async def test_append_events_runs_the_step_hook_per_event_in_one_transaction(
+    store: Store, db_pool: asyncpg.Pool
+) -> None:
+    seen: list[tuple[str, int, datetime | None, bool]] = []
+
+    async def hook(
+        conn: AnyConnection, lead: PipelineLead, kind: str, data: Mapping[str, Any], seq: int
+    ) -> None:
+        # The event row and the lead's event_seq are there already, inside the transaction.
+        row = await conn.fetchrow(
+            "SELECT kind, (SELECT event_seq FROM leads WHERE id = $1) AS last"
+            " FROM lead_events WHERE lead_id = $1 AND seq = $2",
+            uuid.UUID(lead.id),
+            seq,
+        )
+        assert row is not None and row["kind"] == kind
+        seen.append((kind, seq, lead.updated_at, conn.is_in_transaction()))
+        await conn.execute("INSERT INTO dnc (phone, reason) VALUES ($1, $2)", f"+1{seq}", kind)
+        if data.get("fail"):
+            raise RuntimeError("the outbox refused")
+
+    [lead_id] = await add_leads(store, 1)
+    daemon = PipelineStore(db_pool, "d", lease_s=LEASE_S, on_step=hook)
+    await daemon.claim_ready(1)  # its routing step ran the hook once (seq 2)
+    seen.clear()
+    start = datetime.now(UTC)
+    later = start + timedelta(milliseconds=5)
+    assert await daemon.append_events(lead_id, [("a", {}, start), ("b", {}, later)]) is not None
+    # Once per event, its own seq and time, as two update() steps would have given it.
+    assert seen == [("a", 3, start, True), ("b", 4, later, True)]
+    assert await db_pool.fetchval("SELECT count(*) FROM dnc") == 3
+
+    seen.clear()
+    failing = [("c", {}, later), ("d", {}, later), ("e", {"fail": True}, later)]
+    with pytest.raises(RuntimeError):
+        await daemon.append_events(lead_id, failing)
+    assert [seq for _, seq, _, _ in seen] == [5, 6, 7]
+    # The hook failing on the last event rolled back all three rows and the hook's own rows.
+    assert [e.kind for e in await store.list_events(lead_id)][2:] == ["a", "b"]
+    assert await db_pool.fetchval("SELECT count(*) FROM dnc") == 3
+    after = await daemon.get(lead_id)
+    assert after is not None and after.updated_at == later
+    # Lost claim: no hook call.
+    seen.clear()
+    other = PipelineStore(db_pool, "other", lease_s=LEASE_S, on_step=hook)
+    assert await other.append_events(lead_id, [("f", {}, later)]) is None
+    assert seen == []
