@@ -131,6 +131,7 @@ __all__ = [
     "ControllerSettings",
     "EventBatchCallback",
     "EventCallback",
+    "WallClock",
     "default_accept_prompt",
 ]
 
@@ -213,6 +214,30 @@ class _SipLeg:
     opening: bool = False
 
 
+class WallClock:
+    """Turns the loop-clock times of one call's events into wall-clock timestamps that never
+    go backwards.
+
+    Each conversion reads both clocks (``loop.time()`` and ``time.time()``); a preemption
+    between the two reads shifts that conversion by its length, so two events a fraction of a
+    millisecond apart could come out in the wrong order on the lead's timeline. A timestamp is
+    therefore never earlier than the previous one of the same call.
+    """
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: datetime | None = None
+
+    def wall_time(self, at: float, *, loop_now: float, wall_now: float) -> datetime:
+        """The wall-clock time of loop time ``at``, given both clocks read at one moment."""
+        wall = datetime.fromtimestamp(wall_now - (loop_now - at), UTC)
+        if self._last is not None and wall < self._last:
+            wall = self._last
+        self._last = wall
+        return wall
+
+
 class Call:
     """Handle on one lead's call (see the module docstring for how the pipeline uses it)."""
 
@@ -234,6 +259,7 @@ class Call:
         self._events: asyncio.Queue[CallEvent | None] = asyncio.Queue()
         #: The end of the events (``None``) was taken from the queue.
         self._delivered_all = False
+        self._wall_clock = WallClock()
         loop = asyncio.get_running_loop()
         self._bridged: asyncio.Future[bool] = loop.create_future()
         self._ended: asyncio.Future[CallOutcome] = loop.create_future()
@@ -294,7 +320,7 @@ class Call:
         loop_now = asyncio.get_running_loop().time()
         wall_now = time.time()
         for event in events:
-            wall = datetime.fromtimestamp(wall_now - (loop_now - event.at), UTC)
+            wall = self._wall_clock.wall_time(event.at, loop_now=loop_now, wall_now=wall_now)
             self._events.put_nowait(replace(event, wall_at=wall))
 
     def _settle_futures(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from dialer.calls.bridge import (
@@ -13,6 +15,7 @@ from dialer.calls.bridge import (
     Reinvite,
     placeholder_offer,
 )
+from dialer.calls.controller import WallClock
 from dialer.calls.outcome import (
     CallEventKind,
     CallOutcome,
@@ -468,3 +471,17 @@ def test_relayed_offer_states_each_direction_explicitly() -> None:
         offer = parse(reinvite.offer)
         assert offer.media[0].direction is expected
         assert offer.attribute(expected.value) is None  # not at session level any more
+
+
+def test_wall_clock_keeps_a_calls_event_times_in_order() -> None:
+    """Each conversion reads the loop clock and the wall clock; a pause between the two reads
+    (here: the wall clock read 0.3 ms late for the first event) must not put a later event
+    before an earlier one on the timeline."""
+    clock = WallClock()
+    first = clock.wall_time(10.0000, loop_now=10.0010, wall_now=1_000.0013)
+    second = clock.wall_time(10.0002, loop_now=10.0020, wall_now=1_000.0020)
+    assert second >= first
+    assert first == datetime.fromtimestamp(1_000.0003, UTC)
+    # Without a pause, conversions are exact and strictly follow the loop clock.
+    later = clock.wall_time(10.5, loop_now=10.6, wall_now=1_000.6)
+    assert later == datetime.fromtimestamp(1_000.5, UTC)
