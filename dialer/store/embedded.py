@@ -106,7 +106,11 @@ class EmbeddedPostgres:
         if self._server is not None:
             raise EmbeddedPostgresError("embedded PostgreSQL handle already started")
         pgserver = _import_pgserver()
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        # The data directory itself, not only its parent: pgserver.get_server creates a missing
+        # one with mkdir(exist_ok=False) before taking its inter-process lock, so two daemons
+        # starting together on a new directory raced there and one failed with FileExistsError.
+        # initdb (under that lock) accepts an existing empty directory.
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         with self._handles_lock:
             with pgserver.PostgresServer._lock:
                 _prune_dead_handles(self.data_dir)
