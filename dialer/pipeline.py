@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol, runtime_checkable
@@ -845,21 +845,12 @@ class Pipeline:
             # Every trunk stayed full for the whole bounded wait: the prospect was never
             # dialled, so this is no attempt on them. The lead goes back to be routed again
             # (a round of rep ringing, bounded by max_rounds) instead of being given up.
-            retry_at = now + timedelta(seconds=retry.retry_after_s)
-            await self.store.update(
-                lead.id,
+            await self._schedule_retry(
+                lead,
+                reason=result.value,
                 at=now,
-                kind=LeadStatus.SCHEDULED.value,
-                data={
-                    "reason": result.value,
-                    "round": lead.ring_rounds,
-                    "retry_at": _iso(retry_at),
-                },
-                status=LeadStatus.SCHEDULED,
-                from_statuses=_CALLING,
-                changes=LeadChanges(
-                    next_attempt_at=retry_at, release=True, status_reason=result.value
-                ),
+                delay_s=retry.retry_after_s,
+                data={"round": lead.ring_rounds},
             )
             return
         if result in (CallResult.PROSPECT_NO_ANSWER, CallResult.PROSPECT_BUSY) or (
@@ -867,17 +858,12 @@ class Pipeline:
         ):
             attempts = tracker.lead.prospect_attempts
             if attempts < retry.prospect_max_attempts:
-                retry_at = now + timedelta(seconds=retry.prospect_retry_after_s)
-                await self.store.update(
-                    lead.id,
+                await self._schedule_retry(
+                    lead,
+                    reason=result.value,
                     at=now,
-                    kind=LeadStatus.SCHEDULED.value,
-                    data={"reason": result.value, "attempt": attempts, "retry_at": _iso(retry_at)},
-                    status=LeadStatus.SCHEDULED,
-                    from_statuses=_CALLING,
-                    changes=LeadChanges(
-                        next_attempt_at=retry_at, release=True, status_reason=result.value
-                    ),
+                    delay_s=retry.prospect_retry_after_s,
+                    data={"attempt": attempts},
                 )
                 return
         await self._finish(
@@ -899,17 +885,8 @@ class Pipeline:
         if rounds < retry.max_rounds:
             # A rep whose phone broke the bridge (bad SDP) is not a reason to wait.
             delay = 0.0 if reason == CallResult.BRIDGE_FAILED.value else retry.retry_after_s
-            retry_at = at + timedelta(seconds=delay)
-            await self.store.update(
-                lead.id,
-                at=at,
-                kind=LeadStatus.SCHEDULED.value,
-                data={"reason": reason, "round": rounds, "retry_at": _iso(retry_at)},
-                status=LeadStatus.SCHEDULED,
-                from_statuses=_CALLING,
-                changes=LeadChanges(
-                    next_attempt_at=retry_at, release=True, status_reason=reason, tried_reps=tried
-                ),
+            await self._schedule_retry(
+                lead, reason=reason, at=at, delay_s=delay, data={"round": rounds}, tried=tried
             )
             if delay == 0:
                 self.wake()
@@ -937,15 +914,12 @@ class Pipeline:
         now = _now()
         attempts = lead.prospect_attempts
         if attempts < self.config.retry.prospect_max_attempts:
-            retry_at = now + timedelta(seconds=self.config.retry.prospect_retry_after_s)
-            await self.store.update(
-                lead.id,
+            await self._schedule_retry(
+                lead,
+                reason=reason,
                 at=now,
-                kind=LeadStatus.SCHEDULED.value,
-                data={"reason": reason, "attempt": attempts, "retry_at": _iso(retry_at)},
-                status=LeadStatus.SCHEDULED,
-                from_statuses=_CALLING,
-                changes=LeadChanges(next_attempt_at=retry_at, release=True, status_reason=reason),
+                delay_s=self.config.retry.prospect_retry_after_s,
+                data={"attempt": attempts},
             )
             return
         await self._finish(
@@ -953,6 +927,31 @@ class Pipeline:
             LeadStatus.FAILED,
             reason=reason,
             detail="cut off while the prospect was being dialled; no attempts left",
+        )
+
+    async def _schedule_retry(
+        self,
+        lead: PipelineLead,
+        *,
+        reason: str,
+        at: datetime,
+        delay_s: float,
+        data: Mapping[str, Any],
+        tried: Sequence[str] = (),
+    ) -> None:
+        """A call of ``lead`` ended without a connection: ``scheduled`` again ``delay_s`` after
+        ``at`` (released, for any daemon), with ``data`` (round or attempt) on the event."""
+        retry_at = at + timedelta(seconds=delay_s)
+        await self.store.update(
+            lead.id,
+            at=at,
+            kind=LeadStatus.SCHEDULED.value,
+            data={"reason": reason, **data, "retry_at": _iso(retry_at)},
+            status=LeadStatus.SCHEDULED,
+            from_statuses=_CALLING,
+            changes=LeadChanges(
+                next_attempt_at=retry_at, release=True, status_reason=reason, tried_reps=tried
+            ),
         )
 
     async def _reschedule(self, lead: PipelineLead, *, reason: str, at: datetime) -> None:
