@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import date, time
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Final, Literal, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dialer.domain import Intent, RingMode
@@ -456,6 +456,10 @@ class ComplianceConfig:
     max_attempts_per_day: int = 3
 
 
+#: ``[daemon] rep_snapshot_s`` upper bound.
+_MAX_REP_SNAPSHOT_S: Final = 5.0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DaemonConfig:
     """``[daemon]``: this process among several sharing one database."""
@@ -467,6 +471,14 @@ class DaemonConfig:
     #: Relay the live pages' events to the other daemons on the database (PostgreSQL
     #: ``NOTIFY``, :mod:`dialer.web.relay`); a lone daemon may turn it off to save the work.
     relay_live_events: bool = True
+    #: Leads worked on at once before their call is bridged (routing, ringing reps, calling
+    #: the prospect); more wait in the database, claimed as places free up.
+    max_leads_in_progress: int = 500
+    #: Leads routed at once (reading the reps, deciding, reserving).
+    max_routing: int = 8
+    #: How long one read of the reps serves the routing decisions after it (0: read the reps
+    #: for every lead); see dialer/roster.py for why a snapshot this old is safe.
+    rep_snapshot_s: float = 0.25
 
     def resolved_instance_id(self) -> str:
         """``instance_id``, or ``<hostname>-<pid>`` when it is empty."""
@@ -1372,11 +1384,23 @@ def _parse_compliance(table: _Table) -> ComplianceConfig:
 
 def _parse_daemon(table: _Table) -> DaemonConfig:
     defaults = DaemonConfig()
+    rep_snapshot_s = table.duration("rep_snapshot_s", defaults.rep_snapshot_s)
+    if rep_snapshot_s > _MAX_REP_SNAPSHOT_S:
+        # Older snapshots would mostly cost ringing order and capacity accuracy, for nothing:
+        # past a few decisions per read the read is no longer the cost.
+        raise table.error(
+            "rep_snapshot_s", f"expected at most {_MAX_REP_SNAPSHOT_S:g}s; got {rep_snapshot_s:g}s"
+        )
     result = DaemonConfig(
         instance_id=table.str_("instance_id", defaults.instance_id),
         lease_s=table.duration("lease_s", defaults.lease_s, positive=True),
         drain_timeout_s=table.duration("drain_timeout_s", defaults.drain_timeout_s),
         relay_live_events=table.bool_("relay_live_events", defaults.relay_live_events),
+        max_leads_in_progress=table.int_(
+            "max_leads_in_progress", defaults.max_leads_in_progress, minimum=1
+        ),
+        max_routing=table.int_("max_routing", defaults.max_routing, minimum=1),
+        rep_snapshot_s=rep_snapshot_s,
     )
     table.finish()
     return result

@@ -81,6 +81,7 @@ from dialer.config import Config
 from dialer.domain import LeadStatus, RingPlan
 from dialer.logs import get_logger
 from dialer.metrics import SipStatsCollector
+from dialer.roster import DEFAULT_MAX_AGE_S, RepRoster, RosterSnapshot
 from dialer.routing import (
     InvalidLeadError,
     Outcome,
@@ -90,15 +91,17 @@ from dialer.routing import (
     ruleset_document,
 )
 from dialer.routing.engine import EXCLUDED
+from dialer.routing.facts import LeadFacts
 from dialer.store.pipeline import (
     Claim,
     DecisionRecord,
     LeadChanges,
     PipelineLead,
     PipelineStore,
+    RoutingContext,
     StepHook,
 )
-from dialer.store.routing import CapacityLimits, RepRecord, RoundRobinTurn, RoutingStore
+from dialer.store.routing import CapacityLimits, RoundRobinTurn, RoutingStore
 from dialer.store.sla import REROUTE_REASON as SLA_REROUTE_REASON
 from sip import RingbackRegion, SipConfig, load_prompt
 from sip.aio.rtp import RtpEngineConfig
@@ -223,6 +226,12 @@ class PipelineSettings:
     max_bridged: int = 10_000
     #: Leads claimed per query.
     claim_batch: int = 50
+    #: Leads routed at once (reading the reps, deciding, reserving): past the database's
+    #: pace, more in flight only lengthen every lead's turn (``[daemon] max_routing``).
+    max_routing: int = 8
+    #: How long one read of the reps serves the decisions after it (:mod:`dialer.roster`;
+    #: 0: read for every lead; ``[daemon] rep_snapshot_s``).
+    rep_snapshot_s: float = DEFAULT_MAX_AGE_S
     #: How long :meth:`Pipeline.stop` waits for leads in hand to settle.
     drain_timeout_s: float = 10.0
     #: Base URL of lead pages for the reps' screen pop (``Call-Info``).
@@ -249,6 +258,9 @@ class PipelineSettings:
             instance_id=config.daemon.resolved_instance_id(),
             lease_s=config.daemon.lease_s,
             drain_timeout_s=config.daemon.drain_timeout_s,
+            max_active=config.daemon.max_leads_in_progress,
+            max_routing=config.daemon.max_routing,
+            rep_snapshot_s=config.daemon.rep_snapshot_s,
             page_url_base=base,
         )
 
@@ -296,7 +308,12 @@ class Pipeline:
         self.store = store
         self.routing_store = routing_store
         self.router = router
-        self._capacity_limits = CapacityLimits.from_config(config.reps)
+        self.roster = RepRoster(
+            routing_store,
+            CapacityLimits.from_config(config.reps),
+            max_age_s=settings.rep_snapshot_s,
+        )
+        self._routing_slots = asyncio.Semaphore(max(1, settings.max_routing))
         self.calls = calls
         self.settings = settings
         self._listen_dsn = listen_dsn
@@ -389,7 +406,7 @@ class Pipeline:
         (reps, rules, ringing, retry, compliance). Calls in progress keep their ring plan."""
         self.config = config
         self.router = router
-        self._capacity_limits = CapacityLimits.from_config(config.reps)
+        self.roster.replace_limits(CapacityLimits.from_config(config.reps))
 
     async def drain(self, timeout_s: float | None = None) -> tuple[int, int]:
         """SIGTERM: stop claiming at once, let the leads in hand finish for up to
@@ -460,6 +477,8 @@ class Pipeline:
         self._listener = conn
 
     def _on_listener_lost(self, _conn: object) -> None:
+        # Without the announcements of freed reps a snapshot could hide one: read fresh
+        # (``_route``) until listening again.
         self._listener = None
 
     async def _unlisten(self) -> None:
@@ -469,7 +488,12 @@ class Pipeline:
                 await listener.close(timeout=2)
 
     def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        self.wake(rep_freed=payload == "rep")
+        # 'lead', or 'rep:<id>' (migration 0008; 'rep' before it).
+        text = str(payload)
+        kind, _sep, rep_id = text.partition(":")
+        if kind == "rep" and rep_id:
+            self.roster.rep_freed(rep_id)
+        self.wake(rep_freed=kind == "rep")
 
     # ----------------------------------------------------------------------- loops
 
@@ -635,30 +659,52 @@ class Pipeline:
     ) -> tuple[PipelineLead, RingPlan] | None:
         """Route ``lead`` and reserve its reps: the lead as moved to ``ringing_reps`` and the
         ring plan to dial, or None when it was settled otherwise (waiting, scheduled, blocked,
-        failed, or its reps given back)."""
+        failed, or its reps given back). At most ``max_routing`` leads route at once."""
+        async with self._routing_slots:
+            return await self._route_now(lead, work, recovering=recovering)
+
+    async def _route_now(
+        self, lead: PipelineLead, work: _Work, *, recovering: bool
+    ) -> tuple[PipelineLead, RingPlan] | None:
         now = _now()
         try:
             facts = facts_for_lead(lead.lead, default_region=self.config.api.default_region)
         except InvalidLeadError as exc:
             await self._finish(lead, LeadStatus.FAILED, reason="invalid_lead", detail=str(exc))
             return None
-        records, cursors, context = await asyncio.gather(
-            self.routing_store.routing_reps(self._capacity_limits, at=now),
+        # Read fresh without the announcements of freed reps (no listener), and for a lead
+        # waiting for the reps it already tried: it needs their status times as they are now.
+        fresh = self._listener is None or (
+            lead.status is LeadStatus.WAITING_FOR_REP and bool(lead.tried_reps)
+        )
+        snapshot, cursors, context = await asyncio.gather(
+            self.roster.snapshot(now, fresh=fresh),
             self.routing_store.cursors(),
             self.store.routing_context(lead.id, lead.lead.phone, now),
         )
-        # Reps who already missed it are ineligible inside the router, so a re-route falls
-        # through to the rule's overflow pool, then the fallback (issue 8 "reassign").
-        excluded = set() if recovering else self._excluded(lead, records)
-        decision = self.router.decide(
-            facts,
-            {record.id: record.state for record in records},
-            now,
-            cursors=cursors,
-            on_dnc=context.on_dnc,
-            attempts_today=context.attempts_today,
-            exclude=excluded,
-        )
+        while True:
+            # Reps who already missed it are ineligible inside the router, so a re-route
+            # falls through to the rule's overflow pool, then the fallback (issue 8 "reassign").
+            excluded = set() if recovering else self._excluded(lead, snapshot)
+            decision, order, reserved = await self._decide_and_reserve(
+                lead,
+                facts=facts,
+                snapshot=snapshot,
+                cursors=cursors,
+                context=context,
+                excluded=excluded,
+                now=now,
+            )
+            if (
+                reserved
+                or fresh
+                or not decision.candidates
+                or decision.outcome in (Outcome.BLOCKED, Outcome.SCHEDULED)
+            ):
+                break
+            # Never leave a lead waiting on a snapshot's word: decide again on a fresh read.
+            fresh = True
+            snapshot = await self.roster.snapshot(now, fresh=True)
         record = DecisionRecord(
             version=decision.version,
             rule=decision.rule,
@@ -691,18 +737,6 @@ class Pipeline:
                 decision=record,
             )
             return None
-        reserved: list[str] = []
-        order = [rep for rep in decision.ordered_reps if rep not in excluded]
-        if decision.outcome is Outcome.ROUTED and order:
-            reserved = await self.routing_store.reserve_reps(
-                lead.id,
-                order,
-                min(decision.ring_size, len(order)),
-                self.settings.lease_s,
-                self.instance_id,
-                round_robin=_round_robin(decision),
-                at=now,
-            )
         if not reserved:
             if not decision.candidates:
                 await self._finish(
@@ -758,7 +792,45 @@ class Pipeline:
             return None
         return ringing, plan
 
-    def _excluded(self, lead: PipelineLead, records: Sequence[RepRecord]) -> set[str]:
+    async def _decide_and_reserve(
+        self,
+        lead: PipelineLead,
+        *,
+        facts: LeadFacts,
+        snapshot: RosterSnapshot,
+        cursors: Mapping[str, int],
+        context: RoutingContext,
+        excluded: set[str],
+        now: datetime,
+    ) -> tuple[RoutingDecision, list[str], list[str]]:
+        """The router's decision on ``snapshot``, the reps it may ring in order, and those
+        reserved for the lead (none unless it was routed)."""
+        decision = self.router.decide(
+            facts,
+            snapshot.states,
+            now,
+            cursors=cursors,
+            on_dnc=context.on_dnc,
+            attempts_today=context.attempts_today,
+            exclude=excluded,
+        )
+        order = [rep for rep in decision.ordered_reps if rep not in excluded]
+        if decision.outcome is not Outcome.ROUTED or not order:
+            return decision, order, []
+        lease_s = self.settings.lease_s
+        reserved = await self.routing_store.reserve_reps(
+            lead.id,
+            order,
+            min(decision.ring_size, len(order)),
+            lease_s,
+            self.instance_id,
+            round_robin=_round_robin(decision),
+            at=now,
+        )
+        self.roster.reserved(lead.id, reserved, now + timedelta(seconds=lease_s))
+        return decision, order, reserved
+
+    def _excluded(self, lead: PipelineLead, snapshot: RosterSnapshot) -> set[str]:
         """Reps not to ring this time: after rounds nobody answered, the reps already tried
         (``[retry] exclude_tried``); once the rounds are spent, tried reps until they become
         available again. A retry for the prospect's sake excludes nobody."""
@@ -769,9 +841,9 @@ class Pipeline:
         if lead.status is LeadStatus.WAITING_FOR_REP and lead.ring_rounds >= retry.max_rounds:
             since = lead.waiting_since
             back = {
-                record.id
-                for record in records
-                if since is not None and record.status_changed_at > since
+                rep_id
+                for rep_id, changed_at in snapshot.status_changed_at.items()
+                if since is not None and changed_at > since
             }
             return tried - back
         return tried if retry.exclude_tried else set()
@@ -1167,10 +1239,12 @@ class _CallTracker:
             at,
             changes=LeadChanges(first_touch_at=at, assigned_rep=rep_id),
         )
-        if rep_id is not None:
-            # On a call, assignment and call counted: one round trip on the hot path (the
-            # prospect is being dialled right now); a no-op unless the rep is ours.
-            await self.pipeline.routing_store.rep_answered(self.lead.id, rep_id, at=at)
+        # On a call, assignment and call counted: one round trip on the hot path (the
+        # prospect is being dialled right now); a no-op unless the rep is ours.
+        if rep_id is not None and await self.pipeline.routing_store.rep_answered(
+            self.lead.id, rep_id, at=at
+        ):
+            self.pipeline.roster.answered(rep_id, at)
 
     async def _rep_leg_ended(self, event: CallEvent, at: datetime) -> None:
         data = event.timeline_data()

@@ -103,6 +103,9 @@ require_consent = true
 [daemon]
 instance_id = "node-1"
 lease_s = 10
+max_leads_in_progress = 60
+max_routing = 4
+rep_snapshot_s = "100ms"
 
 [log]
 level = "WARNING"
@@ -175,6 +178,8 @@ def test_full_config_parses_every_section() -> None:
     assert config.compliance.calling_hours.contains(time(9, 0))
     assert not config.compliance.calling_hours.contains(time(20, 0))
     assert config.daemon.resolved_instance_id() == "node-1"
+    assert config.daemon.max_leads_in_progress == 60 and config.daemon.max_routing == 4
+    assert config.daemon.rep_snapshot_s == pytest.approx(0.1)
     assert config.log.level == "warning" and config.log.format == "json"
     assert config.rep("bob") is bob and config.rep("nobody") is None
 
@@ -287,6 +292,9 @@ def test_config_values_are_frozen() -> None:
         ("[retry]\nmax_rounds = 1.5", "retry.max_rounds", "integer"),
         ('[log]\nformat = "xml"', "log.format", "auto, json, console"),
         ("[daemon]\nlease_s = 0", "daemon.lease_s", "> 0"),
+        ("[daemon]\nmax_routing = 0", "daemon.max_routing", ">= 1"),
+        ("[daemon]\nmax_leads_in_progress = 0", "daemon.max_leads_in_progress", ">= 1"),
+        ('[daemon]\nrep_snapshot_s = "10s"', "daemon.rep_snapshot_s", "at most 5s"),
     ],
 )
 def test_bad_values_name_the_key_on_one_line(text: str, key: str, fragment: str) -> None:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from dialer.calls import CallEvent, CallEventKind
@@ -637,3 +638,46 @@ async def test_reroute_goes_to_the_overflow_pool_without_the_rep_who_missed(
         assert {"rep": "ann", "reason": "excluded: already missed"}.items() <= next(
             c for c in second if c["rep"] == "ann"
         ).items()
+
+
+async def test_a_rep_freed_in_the_database_is_routed_to_without_reading_the_reps_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    reps = {"ann": rep_scenario(tmp_path / "ann.xml", answer_ms=100)}
+    prospect = prospect_scenario(tmp_path / "prospect.xml", answer_ms=50, hangup_ms=100)
+    async with floor(
+        database_url, tmp_path, reps, prospect, pipeline_settings={"rep_snapshot_s": 60}
+    ) as f:
+        first = await f.post()
+        await f.wait(first, LeadStatus.COMPLETED)
+        reads = f.pipeline.roster.reads
+        # The snapshot says ann is busy on the first lead; her release was announced
+        # ('rep:ann') and marked in the snapshot, so the next lead rings her on it.
+        second = await f.post()
+        await f.wait(second, LeadStatus.COMPLETED)
+        assert f.pipeline.roster.reads == reads
+        assert f.invites(f.reps["ann"]) == 2
+
+
+async def test_a_lead_never_waits_on_an_old_snapshot_while_a_rep_is_free(
+    database_url: str, db_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    reps = {"ann": rep_scenario(tmp_path / "ann.xml", answer_ms=100)}
+    prospect = prospect_scenario(tmp_path / "prospect.xml", answer_ms=50, hangup_ms=100)
+    async with floor(
+        database_url, tmp_path, reps, prospect, pipeline_settings={"rep_snapshot_s": 60}
+    ) as f:
+        await f.routing.set_status("ann", RepStatus.AWAY)
+        lead_id = await f.post()
+        await f.wait(lead_id, LeadStatus.WAITING_FOR_REP)
+        # Ann comes back unannounced (the trigger off): the snapshot still says away, for
+        # another minute. Re-routing the waiting lead must not trust it.
+        await db_pool.execute("ALTER TABLE reps DISABLE TRIGGER reps_notify_free")
+        try:
+            await f.routing.set_status("ann", RepStatus.AVAILABLE)
+        finally:
+            await db_pool.execute("ALTER TABLE reps ENABLE TRIGGER reps_notify_free")
+        reads = f.pipeline.roster.reads
+        await f.wait(lead_id, LeadStatus.COMPLETED)
+        assert f.pipeline.roster.reads > reads
+        assert f.invites(f.reps["ann"]) == 1

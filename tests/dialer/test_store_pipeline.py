@@ -567,10 +567,10 @@ async def test_new_leads_and_freed_reps_notify_listeners(
         assert await asyncio.wait_for(received.get(), 5) == "lead"
         await routing.reserve_reps(lead_id, ["ann"], 1, LEASE_S, "d")
         await routing.release_reps(lead_id)
-        assert await asyncio.wait_for(received.get(), 5) == "rep"
+        assert await asyncio.wait_for(received.get(), 5) == "rep:ann"
         await routing.set_status("ann", RepStatus.AWAY)
         await routing.set_status("ann", RepStatus.AVAILABLE)
-        assert await asyncio.wait_for(received.get(), 5) == "rep"
+        assert await asyncio.wait_for(received.get(), 5) == "rep:ann"
         assert received.empty()
     finally:
         await listener.close()
