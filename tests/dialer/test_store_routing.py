@@ -407,3 +407,21 @@ async def test_two_daemons_competing_for_the_same_reps_never_share_one(database_
             await pool.close()
     assert overlaps == []
     assert contended > 0  # reservations really raced
+
+
+async def test_reserving_goes_past_taken_candidates_in_order(db_pool: asyncpg.Pool) -> None:
+    routing = RoutingStore(db_pool)
+    ids = [f"r{n:03d}" for n in range(120)]
+    await routing.sync_reps([rep(rep_id) for rep_id in ids], at=T0)
+    # The first 14 and every rep from 16 to 99 are taken: one free in the first few
+    # candidates, the next ones far down the order.
+    taken = ids[:14] + ids[16:100]
+    assert await routing.reserve_reps("other", taken, len(taken), 30, "d", at=T0) == taken
+    order = list(reversed(ids[100:])) + ids[:100]  # any order: the router's
+    got = await routing.reserve_reps("lead", order, 3, 30, "d", at=T0)
+    assert got == order[:3]
+    assert await routing.release_reps("lead", at=T0) == sorted(got)
+    order = ids[:100] + ids[100:]
+    got = await routing.reserve_reps("lead", order, 4, 30, "d", at=T0)
+    assert got == ["r014", "r015", "r100", "r101"]
+    assert await routing.reserve_reps("late", ids, 200, 30, "d", at=T0) == ids[102:]
