@@ -48,6 +48,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -475,39 +477,79 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     return reports
 
 
+async def gauge(http: aiohttp.ClientSession, name: str) -> float | None:
+    """One unlabelled sample of the daemon's ``/metrics`` (None when absent)."""
+    async with http.get("/metrics") as reply:
+        text = await reply.text()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == name:
+            return float(parts[1])
+    return None
+
+
+def slope(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of y over x (None with fewer than 3 points or no spread)."""
+    if len(points) < 3:
+        return None
+    mean_x = sum(x for x, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    if spread == 0:
+        return None
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
+
+
 async def held_point(spec: FloorSpec, rate: float, calls: int, hold_s: float) -> dict[str, Any]:
-    """``calls`` bridged calls held ``hold_s`` each: the daemon's RSS per held call."""
+    """``calls`` bridged calls held ``hold_s`` each: the daemon's memory per held call.
+
+    Memory per call is the slope of the daemon's RSS over the number of bridged calls
+    (``dialer_pipeline_calls_bridged`` on ``/metrics``) sampled every 2 s while the calls
+    ramp up, from 10% of ``calls`` on: what one more held call costs, without the start-up
+    and allocator high-water marks a single before/after difference would include.
+    """
     floor = Floor(spec)
     report: dict[str, Any] = {"mode": "held", "calls": calls, "rate": rate, "hold_s": hold_s}
+    ramp: list[dict[str, float]] = []
     try:
-        async with floor:
+        async with floor, aiohttp.ClientSession(floor.base_url) as http:
             await asyncio.sleep(2.0)
             before = floor.sample()
             generator = LeadGenerator(
                 floor.base_url, rate=rate, duration=calls / rate, run_id=f"held-{time.time():.0f}"
             )
-            await generator.run()
-            # Wait until (nearly) all are connected, then sample the plateau.
-            deadline = time.monotonic() + min(hold_s * 0.8, 120)
-            counts: dict[str, int] = {}
+            posting = asyncio.create_task(generator.run())
+            started = time.monotonic()
+            # Sample the ramp until every call is bridged, bounded by the hold (the first
+            # calls start ending then) and by the posting time plus two minutes.
+            deadline = started + min(hold_s * 0.9, calls / rate + 120)
+            bridged = 0.0
             while time.monotonic() < deadline:
-                counts = dict(
-                    await wait_settled(
-                        floor.base_url, expected=calls, timeout=2, settled={"connected"}
-                    )
+                await asyncio.sleep(2.0)
+                bridged = await gauge(http, "dialer_pipeline_calls_bridged") or 0.0
+                sample = floor.sample()
+                ramp.append(
+                    {
+                        "t": round(sample.t - started, 1),
+                        "bridged": bridged,
+                        "rss_mb": round(sample.daemon_rss / 2**20, 2),
+                        "db_rss_mb": round(sample.db_rss / 2**20, 1),
+                        "cpu_s": round(sample.daemon_cpu_s, 2),
+                    }
                 )
-                if counts.get("connected", 0) >= calls:
+                if bridged >= calls:
                     break
+            await posting
             plateau = floor.sample()
-            report["connected_at_plateau"] = counts.get("connected", 0)
-            report["statuses_at_plateau"] = counts
+            report["bridged_at_plateau"] = bridged
+            report["plateau_after_s"] = round(plateau.t - started, 1)
             report["rss_mb_before"] = round(before.daemon_rss / 2**20, 1)
             report["rss_mb_plateau"] = round(plateau.daemon_rss / 2**20, 1)
-            held = max(1, counts.get("connected", 0))
-            report["kb_per_held_call"] = round(
-                (plateau.daemon_rss - before.daemon_rss) / 1024 / held, 2
-            )
             report["db_rss_mb_plateau"] = round(plateau.db_rss / 2**20, 1)
+            steady = [row for row in ramp if row["bridged"] >= calls / 10]
+            per_call = slope([(row["bridged"], row["rss_mb"] * 1024) for row in steady])
+            report["kb_per_held_call"] = None if per_call is None else round(per_call, 2)
+            report["ramp"] = ramp
             t0 = time.monotonic()
             cpu0 = plateau.daemon_cpu_s
             await asyncio.sleep(5)
@@ -515,20 +557,16 @@ async def held_point(spec: FloorSpec, rate: float, calls: int, hold_s: float) ->
             report["daemon_cpu_pct_while_holding"] = round(
                 100 * (idle.daemon_cpu_s - cpu0) / (time.monotonic() - t0), 1
             )
-            # Let the calls end (the prospects hang up after hold_s), then sample again: the
-            # difference to the plateau is what the held calls themselves cost.
+            # Let the calls end (the prospects hang up after hold_s).
             counts = dict(
                 await wait_settled(
-                    floor.base_url, expected=calls, timeout=hold_s + 30, settled={"completed"}
+                    floor.base_url, expected=calls, timeout=hold_s + 60, settled={"completed"}
                 )
             )
             await asyncio.sleep(3)
             ended = floor.sample()
             report["completed_after_hold"] = counts.get("completed", 0)
             report["rss_mb_after_hangup"] = round(ended.daemon_rss / 2**20, 1)
-            report["kb_per_held_call_vs_after_hangup"] = round(
-                (plateau.daemon_rss - ended.daemon_rss) / 1024 / held, 2
-            )
             ids = [p.lead_id for p in generator.posted if p.lead_id]
             leads = await fetch_leads(floor.base_url, ids)
             report["analysis"] = analyse(generator.posted, leads)

@@ -11,17 +11,26 @@ integer increments it already does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 
 from sip import UaStats
 from sip.aio import AioStats, SipEndpoint
 
-__all__ = ["AIO_COUNTERS", "INTAKE_LATENCY_BUCKETS", "UA_COUNTERS", "Metrics", "SipStatsCollector"]
+__all__ = [
+    "AIO_COUNTERS",
+    "INTAKE_LATENCY_BUCKETS",
+    "UA_COUNTERS",
+    "Metrics",
+    "PipelineGauges",
+    "PipelineStatsCollector",
+    "SipStatsCollector",
+]
 
 #: Seconds; dense below 50 ms, where the intake target lies.
 INTAKE_LATENCY_BUCKETS: Final = (
@@ -172,3 +181,46 @@ def _families(
 ) -> Iterator[CounterMetricFamily]:
     for field_name, (name, documentation) in table.items():
         yield CounterMetricFamily(name, documentation, value=getattr(stats, field_name))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PipelineGauges:
+    """The pipeline's work in hand at one moment (``Pipeline.gauges``)."""
+
+    #: Leads this daemon holds (routing, ringing, calling the prospect, bridged).
+    leads_in_hand: int
+    #: Of those, calls bridged (rep and prospect talking; no pipeline work until they end).
+    calls_bridged: int
+    #: Reads of every rep for routing since start (``dialer.roster``).
+    rep_snapshot_reads: int
+
+
+class PipelineStatsCollector:
+    """Exports :class:`PipelineGauges` as read at scrape time from ``read``."""
+
+    def __init__(self, read: Callable[[], PipelineGauges]) -> None:
+        self._read = read
+
+    def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """The families without samples, so the registry can refuse duplicate names."""
+        yield GaugeMetricFamily("dialer_pipeline_leads_in_hand", _IN_HAND_DOC)
+        yield GaugeMetricFamily("dialer_pipeline_calls_bridged", _BRIDGED_DOC)
+        yield CounterMetricFamily("dialer_routing_rep_snapshot_reads", _READS_DOC)
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """The gauges' values now."""
+        gauges = self._read()
+        yield GaugeMetricFamily(
+            "dialer_pipeline_leads_in_hand", _IN_HAND_DOC, value=gauges.leads_in_hand
+        )
+        yield GaugeMetricFamily(
+            "dialer_pipeline_calls_bridged", _BRIDGED_DOC, value=gauges.calls_bridged
+        )
+        yield CounterMetricFamily(
+            "dialer_routing_rep_snapshot_reads", _READS_DOC, value=gauges.rep_snapshot_reads
+        )
+
+
+_IN_HAND_DOC: Final = "Leads this daemon is working on or holding a bridged call for."
+_BRIDGED_DOC: Final = "Bridged calls this daemon holds until they end."
+_READS_DOC: Final = "Reads of every rep's live state for routing (one serves many decisions)."

@@ -80,7 +80,7 @@ from dialer.calls.prompts import SpeechSettings
 from dialer.config import Config
 from dialer.domain import LeadStatus, RingPlan
 from dialer.logs import get_logger
-from dialer.metrics import SipStatsCollector
+from dialer.metrics import PipelineGauges, PipelineStatsCollector, SipStatsCollector
 from dialer.roster import DEFAULT_MAX_AGE_S, RepRoster, RosterSnapshot
 from dialer.routing import (
     InvalidLeadError,
@@ -338,6 +338,14 @@ class Pipeline:
     def active_leads(self) -> tuple[str, ...]:
         """Ids of the leads in hand."""
         return tuple(self._active)
+
+    def gauges(self) -> PipelineGauges:
+        """The work in hand now (``/metrics``)."""
+        return PipelineGauges(
+            leads_in_hand=len(self._active),
+            calls_bridged=self._bridged_count,
+            rep_snapshot_reads=self.roster.reads,
+        )
 
     async def decline(self, lead_id: str, rep_id: str) -> bool:
         """The rep ``rep_id`` declined lead ``lead_id`` from the console: cancel their leg of
@@ -1398,10 +1406,14 @@ async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     await pipeline.start()
     app[PIPELINE_KEY] = pipeline
+    pipeline_stats = PipelineStatsCollector(pipeline.gauges)
+    registry = app[METRICS_KEY].registry
+    registry.register(pipeline_stats)
     from dialer.web import DECLINE_HANDLER_KEY  # local: keeps dialer.web out of import cycles
 
     app[DECLINE_HANDLER_KEY] = pipeline.decline
     try:
         yield
     finally:
+        registry.unregister(pipeline_stats)
         await pipeline.stop()

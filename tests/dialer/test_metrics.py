@@ -7,7 +7,14 @@ import asyncio
 import dataclasses
 import socket
 
-from dialer.metrics import AIO_COUNTERS, UA_COUNTERS, Metrics, SipStatsCollector
+from dialer.metrics import (
+    AIO_COUNTERS,
+    UA_COUNTERS,
+    Metrics,
+    PipelineGauges,
+    PipelineStatsCollector,
+    SipStatsCollector,
+)
 from sip import UaStats
 from sip.aio import AioStats, SipEndpoint
 
@@ -70,3 +77,17 @@ async def test_sip_collector_reads_the_endpoints_live_counters_at_scrape_time() 
     assert sample(text, "dialer_sip_messages_received_total") == 1  # only the stray parsed
     assert sample(text, "dialer_sip_internal_errors_total") == 0
     assert b"# TYPE dialer_sip_send_errors_total counter" in text
+
+
+def test_pipeline_gauges_are_read_at_scrape_time() -> None:
+    metrics = Metrics()
+    now = PipelineGauges(leads_in_hand=7, calls_bridged=5, rep_snapshot_reads=3)
+    metrics.registry.register(PipelineStatsCollector(lambda: now))
+    text, _ = metrics.render()
+    assert sample(text, "dialer_pipeline_leads_in_hand") == 7
+    assert sample(text, "dialer_pipeline_calls_bridged") == 5
+    assert sample(text, "dialer_routing_rep_snapshot_reads_total") == 3
+    now = PipelineGauges(leads_in_hand=1, calls_bridged=0, rep_snapshot_reads=4)
+    text, _ = metrics.render()
+    assert sample(text, "dialer_pipeline_leads_in_hand") == 1
+    assert b"# TYPE dialer_pipeline_calls_bridged gauge" in text

@@ -338,21 +338,27 @@ async def test_a_bridged_call_frees_its_max_active_place_within_max_bridged(
         pipeline_settings={"max_active": 1, "max_bridged": 1},
     ) as f:
         lead_ids = [await f.post(name=f"Lead {n}") for n in range(3)]
-        most_connected = 0
+        most_connected = most_bridged_gauge = 0
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             statuses = [(await f.store.get_lead(lead_id)) for lead_id in lead_ids]
             assert all(lead is not None for lead in statuses)
             connected = sum(1 for lead in statuses if lead and lead.status is LeadStatus.CONNECTED)
             most_connected = max(most_connected, connected)
+            gauges = f.pipeline.gauges()
+            assert gauges.calls_bridged <= gauges.leads_in_hand <= 3
+            most_bridged_gauge = max(most_bridged_gauge, gauges.calls_bridged)
             if all(lead and lead.status is LeadStatus.COMPLETED for lead in statuses):
                 break
             await asyncio.sleep(0.02)
         # One lead in progress at a time (max_active = 1), yet a second call is bridged while
         # the first talks; the third waits for one to end (max_bridged = 1).
         assert most_connected == 2
+        assert most_bridged_gauge == 2
         for lead_id in lead_ids:
             assert await f.wait(lead_id, LeadStatus.COMPLETED, timeout=1) == "completed"
+        await asyncio.sleep(0.1)  # the last lead's task ends after its final write
+        assert f.pipeline.gauges().leads_in_hand == 0
 
 
 async def test_no_answer_retries_then_waits_for_a_rep_who_becomes_available(
