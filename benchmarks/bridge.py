@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bridge.py [--rate 100] [--calls 1500] [--answer-delay-ms 500]
                                           [--hold-s 8] [--loop uvloop|asyncio] [--json]
+                                          [--tracemalloc [--trace-after-s 36] [--trace-frames N]]
 
 Every call is one :class:`dialer.calls.controller.CallController` call of a 3-rep parallel
 plan: rep A (SIPp ``calls_rep_answer``) answers after ``--answer-delay-ms``, reps B and C
@@ -21,6 +22,11 @@ CPU of this process (``resource.getrusage``) and what each SIPp peer counted. Ru
 /work/shared/BENCHMARKING.md: this process is pinned to CPU 1 and the SIPp peers to CPU 0 on
 a 2-core machine, every SIPp gets ``-buff_size 4194304``. Everything is bounded: the offered
 load lasts ``calls / rate`` seconds, then calls in flight get ``hold + DRAIN_S`` seconds.
+
+``--tracemalloc``: Python memory still allocated per call once every call is bridged
+(``--trace-after-s`` later: 36 s is past the set-up transactions' 64*T1), by source line, so
+memory per held call in the call layer is measured, not inferred from RSS (slows the run:
+keep the rate low, e.g. ``--rate 40 --calls 400 --hold-s 60``).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import os
 import resource
 import statistics
 import sys
+import tracemalloc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -75,6 +82,8 @@ class Report:
     rep200_to_prospect_invite_ms: dict[str, float] = field(default_factory=dict)
     prospect200_to_bridged_ms: dict[str, float] = field(default_factory=dict)
     sipp: dict[str, str] = field(default_factory=dict)
+    #: ``--tracemalloc``: Python memory per held call and the lines holding most of it.
+    traced: dict[str, object] = field(default_factory=dict)
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -100,6 +109,38 @@ def sipp_peer(scenario: str, calls: int, *, pause_ms: int | None, timeout_s: flo
         trace_messages=False,
         cpus=SIPP_CPUS if (os.cpu_count() or 1) >= 2 else None,
     )
+
+
+def traced_per_call(
+    before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, held: int, *, stacks: bool
+) -> dict[str, object]:
+    """Python memory allocated between the snapshots and still live, per held call, with the
+    source lines that allocated the most (``--tracemalloc``); with ``stacks``, the six
+    biggest allocation stacks are printed to stderr."""
+    diff = after.compare_to(before, "lineno")
+    total = sum(stat.size_diff for stat in diff)
+
+    def where(stat: tracemalloc.StatisticDiff) -> str:
+        frame = stat.traceback[0]
+        return f"{frame.filename.rsplit('/', 2)[-1]}:{frame.lineno}"
+
+    if stacks:
+        for stat in after.compare_to(before, "traceback")[:6]:
+            print(f"--- {stat.size_diff / max(1, held):.0f} B/call", file=sys.stderr)
+            for line in stat.traceback.format()[-16:]:
+                print(line, file=sys.stderr)
+    return {
+        "held_calls": held,
+        "bytes_per_call": round(total / max(1, held)),
+        "top_lines": [
+            {
+                "where": where(stat),
+                "bytes_per_call": round(stat.size_diff / max(1, held)),
+                "blocks_per_call": round(stat.count_diff / max(1, held), 2),
+            }
+            for stat in diff[:30]
+        ],
+    }
 
 
 def make_plan(reps: list[SippProcess]) -> RingPlan:
@@ -182,6 +223,9 @@ async def run(args: argparse.Namespace) -> Report:
                 await asyncio.sleep(SAMPLE_S)
 
         sampler = asyncio.create_task(sample())
+        if args.tracemalloc:
+            tracemalloc.start(max(1, args.trace_frames))
+            baseline = tracemalloc.take_snapshot()
         cpu_before = resource.getrusage(resource.RUSAGE_SELF)
         started = loop.time()
         try:
@@ -191,6 +235,17 @@ async def run(args: argparse.Namespace) -> Report:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 calls.append(controller.start_call(make_plan(reps)))
+            if args.tracemalloc:
+                # Every call placed; once the last is bridged (answer delay, a second for the
+                # bridge), every call is held: the memory they hold is the difference. Later
+                # (--trace-after-s) the set-up's transactions have ended (64*T1 after the 2xx,
+                # RFC 6026): what a call holds for as long as it lasts.
+                await asyncio.sleep(args.answer_delay_ms / 1000 + 1.0 + args.trace_after_s)
+                held = sum(1 for c in calls if c.outcome is None)
+                report.traced = traced_per_call(
+                    baseline, tracemalloc.take_snapshot(), held, stacks=args.trace_frames > 1
+                )
+                tracemalloc.stop()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(args.hold_s + DRAIN_S + args.answer_delay_ms / 1000):
                     await asyncio.gather(*(c.wait_ended() for c in calls))
@@ -248,6 +303,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-s", type=float, default=8.0, help="prospect hangs up after")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="trace Python allocations: memory per held call and where (slows the run)",
+    )
+    parser.add_argument(
+        "--trace-after-s",
+        type=float,
+        default=0.0,
+        help="--tracemalloc: take the snapshot this long after the last call was bridged",
+    )
+    parser.add_argument(
+        "--trace-frames",
+        type=int,
+        default=1,
+        help="--tracemalloc: frames per allocation (> 1 also prints the biggest stacks)",
+    )
     args = parser.parse_args(argv)
     if not 0 < args.rate <= MAX_RATE or not 0 < args.calls <= MAX_CALLS:
         parser.error(f"--rate must be in (0, {MAX_RATE:g}] and --calls in (0, {MAX_CALLS}]")

@@ -234,7 +234,6 @@ class _Leg:
         "glare_retries",
         "glare_retry_at",
         "incoming_reinvite",
-        "invite",
         "invite_txn",
         "is_uac",
         "leg_id",
@@ -256,7 +255,6 @@ class _Leg:
         self.leg_id = leg_id
         self.call_id = call_id
         self.is_uac = is_uac
-        self.invite = invite
         self.state = CallState.INVITING if is_uac else CallState.OFFERED
         self.invite_txn: ClientTransaction | None = None
         self.server_txn: ServerTransaction | None = None
@@ -483,8 +481,29 @@ class UserAgent:
             txn.scheduled = None
             if self._client_txns.get(txn.key) is txn:
                 del self._client_txns[txn.key]
+            owner = txn.owner
+            if isinstance(owner, _Leg) and txn.key[1] == "INVITE":
+                self._invite_finished(owner, txn)
         else:
             self._schedule(txn)
+
+    @staticmethod
+    def _invite_finished(leg: _Leg, txn: ClientTransaction) -> None:
+        """One of the leg's INVITE transactions (the INVITE or a re-INVITE) ended. Once the
+        dialog is up that is Timer M, 64*T1 after the first 2xx (RFC 6026 §8.4): the UAS has
+        stopped retransmitting its 2xx, so the ACK kept to answer them and the transaction
+        (its request, responses and wire bytes) are let go; a call held for an hour must not
+        keep its set-up alive. A leg that ended (cancelled, rejected) drops it too: leg and
+        transaction refer to each other, and a cycle waits for a full garbage collection."""
+        if leg.state in (CallState.INVITING, CallState.CANCELLING):
+            return  # its outcome is still being dispatched from the transaction
+        if txn is leg.reinvite_txn:
+            return  # a re-INVITE still waiting for its answer (its owner clears it)
+        seq = txn.request.cseq.seq
+        for key in [key for key in leg.acks if key[1] == seq]:
+            del leg.acks[key]
+        if txn is leg.invite_txn:
+            leg.invite_txn = None
 
     def _after_server(self, txn: ServerTransaction) -> None:
         if txn.state is State.TERMINATED:
@@ -1436,7 +1455,6 @@ class UserAgent:
         if isinstance(owner, _Leg):
             if txn is owner.invite_txn:
                 owner.invite_txn = new_txn
-                owner.invite = request
             elif txn is owner.reinvite_txn:
                 owner.reinvite_txn = new_txn
         return True

@@ -259,6 +259,28 @@ def test_2xx_retransmission_is_acked_again(wire: Wire) -> None:
     assert [type(e) for e in events(a)] == [CallAnswered]
 
 
+def test_a_held_call_lets_its_set_up_go_after_timer_m(wire: Wire) -> None:
+    # A bridged call can last an hour: the INVITE transaction (request, responses, wire
+    # bytes) and the ACK kept for 2xx retransmissions are needed only for 64*T1 after the
+    # 2xx (RFC 6026 §8.4), then let go; the dialog goes on.
+    a, leg, invite = outgoing_to_peer(wire, body=OFFER)
+    ok = response_bytes(invite, 200, "OK", body=ANSWER)
+    only(requests(wire.inject(ok, PEER, A), "ACK"))
+    state = a._legs[leg]  # what the leg keeps is the point
+    wire.run_until(wire.now + 64 * 0.5 - 1)
+    assert state.invite_txn is not None and state.acks  # still answering retransmissions
+    only(requests(wire.inject(ok, PEER, A), "ACK"))
+    wire.run_until(wire.now + 2)
+    assert state.invite_txn is None and not state.acks
+    assert [type(e) for e in events(a)] == [CallAnswered]
+    assert a.bye(leg, wire.now)
+    bye = only(requests(wire.deliver(), "BYE"))
+    assert bye.call_id == invite.call_id and bye.cseq.seq == invite.cseq.seq + 1
+    wire.inject(response_bytes(bye, 200, "OK"), PEER, A)
+    assert [type(e) for e in events(a)] == [CallTerminated]
+    assert a.active_legs == 0
+
+
 def test_forked_second_2xx_is_acked_and_byed(wire: Wire) -> None:
     a, leg, invite = outgoing_to_peer(wire, body=OFFER)
     wire.inject(response_bytes(invite, 200, "OK", to_tag="fork1", body=ANSWER), PEER, A)
@@ -673,6 +695,26 @@ def test_reinvite_both_ways(wire: Wire) -> None:
     assert isinstance(refused, ReInviteCompleted)
     assert refused.status == 488
     assert a.call_state(leg) is CallState.ESTABLISHED
+
+
+def test_a_completed_reinvite_lets_its_ack_go_after_timer_m(wire: Wire) -> None:
+    a, b, leg, callee_leg = setup_call(wire)
+    events(a), events(b)
+    caller = a._legs[leg]  # what the leg keeps is the point
+    a.reinvite(leg, wire.now, body=OFFER)
+    wire.deliver()
+    assert isinstance(only_event(b), ReInviteReceived)
+    b.answer_reinvite(callee_leg, wire.now, body=ANSWER)
+    wire.deliver()
+    assert isinstance(only_event(a), ReInviteCompleted)
+    assert isinstance(only_event(b), AckReceived)
+    assert caller.reinvite_txn is None and len(caller.acks) == 2  # INVITE's and re-INVITE's
+    wire.run_until(wire.now + 64 * 0.5 + 1)
+    assert caller.invite_txn is None and not caller.acks
+    assert a.call_state(leg) is CallState.ESTABLISHED
+    a.reinvite(leg, wire.now, body=OFFER)  # the dialog still works both ways
+    wire.deliver()
+    assert isinstance(only_event(b), ReInviteReceived)
 
 
 def only_event(ua: UserAgent) -> object:
