@@ -20,9 +20,10 @@ What this daemon does itself is applied at once too (:meth:`reserved`, :meth:`an
 leads routed from one snapshot do not all reach for the same reps first, and a rep's capacity
 count does not lag behind its own answers. A decision that would leave a lead waiting is taken
 again on a fresh read (the pipeline asks :meth:`snapshot` with ``fresh=True``), and without a
-working listener there are no announcements, so the pipeline reads fresh every time
-(``max_age_s`` 0). Ordering hints other daemons change (``last_assigned_at``, counters) are at
-most ``max_age_s`` old: the same race two daemons always had between reading and reserving.
+working listener there are no announcements, so the pipeline asks for a fresh read for every
+lead until it listens again. Ordering hints other daemons change (``last_assigned_at``,
+counters) are at most ``max_age_s`` old: the same race two daemons always had between reading
+and reserving.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class RepRoster:
         self.max_age_s = max_age_s
         self._clock = clock
         self._current: RosterSnapshot | None = None
+        #: Bumped by :meth:`invalidate`: a read begun before is not kept as the snapshot.
+        self._generation = 0
         self._reading: asyncio.Task[RosterSnapshot] | None = None
         self._reads_in_flight = 0
         #: Reps announced free while a read is in flight: re-applied on top of its result,
@@ -89,8 +92,11 @@ class RepRoster:
         self.invalidate()
 
     def invalidate(self) -> None:
-        """Forget the snapshot: the next :meth:`snapshot` reads the database."""
+        """Forget the snapshot: the next :meth:`snapshot` reads the database (a read already
+        in flight serves the callers waiting for it, but is not kept)."""
         self._current = None
+        self._reading = None
+        self._generation += 1
 
     async def snapshot(self, at: datetime, *, fresh: bool = False) -> RosterSnapshot:
         """The reps as routing reads them at ``at``: the current snapshot while it is younger
@@ -114,6 +120,7 @@ class RepRoster:
 
     async def _read(self, at: datetime) -> RosterSnapshot:
         self._reads_in_flight += 1
+        generation = self._generation
         started = self._now()
         try:
             records = await self._store.routing_reps(self._limits, at=at)
@@ -131,7 +138,9 @@ class RepRoster:
             if not self._reads_in_flight:
                 self._freed_while_reading = set()
         self.reads += 1
-        if self._current is None or self._current.read_at <= started:
+        if generation == self._generation and (
+            self._current is None or self._current.read_at <= started
+        ):
             self._current = snapshot
         return snapshot
 

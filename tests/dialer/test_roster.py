@@ -160,3 +160,17 @@ async def test_a_reload_reads_again_with_the_new_limits(db_pool: asyncpg.Pool) -
     roster.replace_limits({"ann": CapacityLimits(per_hour=5, per_day=None)})
     after = await roster.snapshot(T0)
     assert roster.reads == 2 and after.states["ann"].leads_last_hour == 1
+
+
+async def test_a_read_begun_before_a_reload_is_not_kept(db_pool: asyncpg.Pool) -> None:
+    routing = GatedStore(db_pool)
+    await routing.sync_reps([rep("ann")], at=T0)
+    roster = RepRoster(routing, {}, max_age_s=60)
+    reading = asyncio.create_task(roster.snapshot(T0))
+    await routing.read_done.wait()
+    roster.replace_limits({})  # a reload while the read is in flight
+    routing.gate.set()
+    old = await reading
+    assert sorted(old.states) == ["ann"]  # its caller still gets it
+    fresh = await roster.snapshot(T0)
+    assert fresh is not old and roster.reads == 2
