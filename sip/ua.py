@@ -238,7 +238,6 @@ class _Leg:
         "is_uac",
         "leg_id",
         "nonce_counts",
-        "offer_sent",
         "pending_ack",
         "reinvite_body",
         "reinvite_cancelled",
@@ -251,7 +250,7 @@ class _Leg:
         "uas_2xx",
     )
 
-    def __init__(self, leg_id: str, call_id: str, *, is_uac: bool, invite: Request) -> None:
+    def __init__(self, leg_id: str, call_id: str, *, is_uac: bool) -> None:
         self.leg_id = leg_id
         self.call_id = call_id
         self.is_uac = is_uac
@@ -260,7 +259,6 @@ class _Leg:
         self.server_txn: ServerTransaction | None = None
         self.destination: Address | None = None
         self.dialog: Dialog | None = None
-        self.offer_sent = bool(invite.body)
         self.acks: dict[tuple[str, int], tuple[bytes, Address]] = {}
         self.cancel_reason: str | None = None
         self.cancel_sent = False
@@ -591,7 +589,7 @@ class UserAgent:
         if destination is None:
             destination = uri_address(_route_target(route[0])) if route else uri_address(uri)
         leg_id = f"L{next(self._leg_ids)}"
-        leg = _Leg(leg_id, call_id, is_uac=True, invite=request)
+        leg = _Leg(leg_id, call_id, is_uac=True)
         leg.destination = destination
         leg.credentials = auth
         self._legs[leg_id] = leg
@@ -1215,7 +1213,8 @@ class UserAgent:
         leg.dialog = dialog
         self._dialogs[dialog.id] = leg
         leg.state = CallState.ESTABLISHED
-        needs_ack = not leg.offer_sent
+        # An INVITE without an offer gets the offer in the 2xx: the ACK carries the answer.
+        needs_ack = not txn.request.body
         if needs_ack:
             leg.pending_ack = _PendingAck(dialog, seq, to_tag, is_reinvite=False)
         else:
@@ -1687,7 +1686,7 @@ class UserAgent:
             self._respond(txn, now, error.status_hint, str(error))
             return
         leg_id = f"L{next(self._leg_ids)}"
-        leg = _Leg(leg_id, request.call_id, is_uac=False, invite=request)
+        leg = _Leg(leg_id, request.call_id, is_uac=False)
         leg.dialog = dialog
         leg.server_txn = txn
         txn.owner = leg
