@@ -195,6 +195,28 @@ class PipelineGauges:
     rep_snapshot_reads: int
 
 
+#: :class:`PipelineGauges` field -> (family, name, help) on ``/metrics``.
+_PIPELINE_FAMILIES: Final[
+    dict[str, tuple[type[GaugeMetricFamily] | type[CounterMetricFamily], str, str]]
+] = {
+    "leads_in_hand": (
+        GaugeMetricFamily,
+        "dialer_pipeline_leads_in_hand",
+        "Leads this daemon is working on or holding a bridged call for.",
+    ),
+    "calls_bridged": (
+        GaugeMetricFamily,
+        "dialer_pipeline_calls_bridged",
+        "Bridged calls this daemon holds until they end.",
+    ),
+    "rep_snapshot_reads": (
+        CounterMetricFamily,
+        "dialer_routing_rep_snapshot_reads",
+        "Reads of every rep's live state for routing (one serves many decisions).",
+    ),
+}
+
+
 class PipelineStatsCollector:
     """Exports :class:`PipelineGauges` as read at scrape time from ``read``."""
 
@@ -203,24 +225,11 @@ class PipelineStatsCollector:
 
     def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         """The families without samples, so the registry can refuse duplicate names."""
-        yield GaugeMetricFamily("dialer_pipeline_leads_in_hand", _IN_HAND_DOC)
-        yield GaugeMetricFamily("dialer_pipeline_calls_bridged", _BRIDGED_DOC)
-        yield CounterMetricFamily("dialer_routing_rep_snapshot_reads", _READS_DOC)
+        for family, name, documentation in _PIPELINE_FAMILIES.values():
+            yield family(name, documentation)
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         """The gauges' values now."""
         gauges = self._read()
-        yield GaugeMetricFamily(
-            "dialer_pipeline_leads_in_hand", _IN_HAND_DOC, value=gauges.leads_in_hand
-        )
-        yield GaugeMetricFamily(
-            "dialer_pipeline_calls_bridged", _BRIDGED_DOC, value=gauges.calls_bridged
-        )
-        yield CounterMetricFamily(
-            "dialer_routing_rep_snapshot_reads", _READS_DOC, value=gauges.rep_snapshot_reads
-        )
-
-
-_IN_HAND_DOC: Final = "Leads this daemon is working on or holding a bridged call for."
-_BRIDGED_DOC: Final = "Bridged calls this daemon holds until they end."
-_READS_DOC: Final = "Reads of every rep's live state for routing (one serves many decisions)."
+        for field_name, (family, name, documentation) in _PIPELINE_FAMILIES.items():
+            yield family(name, documentation, value=getattr(gauges, field_name))
