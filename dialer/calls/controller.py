@@ -67,6 +67,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import resources
+from typing import TypeVar
 
 from dialer.calls.bridge import (
     BridgeSettings,
@@ -136,6 +137,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger("dialer.calls")
+
+#: A callback's argument: one event or a batch.
+_Arg = TypeVar("_Arg")
 
 EventCallback = Callable[[CallEvent], Awaitable[None] | None]
 """Receives a call's events in order; may be a plain function or a coroutine function."""
@@ -340,27 +344,31 @@ class Call:
     async def _deliver_events(self) -> None:
         while batch := await self._next_batch():
             if self._on_events is not None:
-                try:
-                    result = self._on_events(batch)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:
-                    # The timeline writer failing must not take the call down with it.
-                    _log.exception(
-                        "call %s: on_events failed for %s",
-                        self.id,
-                        ", ".join(event.kind for event in batch),
-                    )
-                continue
-            if self._on_event is None:
-                continue
-            for event in batch:
-                try:
-                    result = self._on_event(event)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:
-                    _log.exception("call %s: on_event failed for %s", self.id, event.kind)
+                await self._call_back("on_events", self._on_events, batch, batch)
+            elif self._on_event is not None:
+                for event in batch:
+                    await self._call_back("on_event", self._on_event, event, (event,))
+
+    async def _call_back(
+        self,
+        name: str,
+        callback: Callable[[_Arg], Awaitable[None] | None],
+        arg: _Arg,
+        events: Sequence[CallEvent],
+    ) -> None:
+        """Run one of the pipeline's callbacks on ``arg`` (``events``, for the log)."""
+        try:
+            result = callback(arg)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            # The timeline writer failing must not take the call down with it.
+            _log.exception(
+                "call %s: %s failed for %s",
+                self.id,
+                name,
+                ", ".join(event.kind for event in events),
+            )
 
     async def _next_batch(self) -> list[CallEvent]:
         """Wait for the next event, then take every event queued behind it; empty once the
