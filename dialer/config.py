@@ -44,6 +44,7 @@ from dialer.domain import Intent, RingMode
 from dialer.notify.config import NotifyConfig, is_email_address, is_http_url, parse_notify
 
 __all__ = [
+    "CRM_URL_ENV",
     "DEFAULT_RTP_PORTS",
     "AcceptMode",
     "ApiConfig",
@@ -915,8 +916,8 @@ def _parse_api(table: _Table, env: Mapping[str, str]) -> ApiConfig:
     if public_url and not re.match(r"^https?://", public_url):
         raise table.error("public_url", f'expected an http:// or https:// URL; got "{public_url}"')
     crm_url = table.str_("crm_url", defaults.crm_url).strip()
-    if env.get("DIALER_CRM_URL", "").strip():
-        crm_url = env["DIALER_CRM_URL"].strip()
+    if env.get(CRM_URL_ENV, "").strip():
+        crm_url = env[CRM_URL_ENV].strip()
     _check_crm_url(table, crm_url)
     result = ApiConfig(
         listen=listen,
@@ -930,6 +931,12 @@ def _parse_api(table: _Table, env: Mapping[str, str]) -> ApiConfig:
     table.finish()
     return result
 
+
+#: Environment variable overriding ``[api] crm_url``, the CRM link template (``{lead_id}``,
+#: ``{external_id}``, ``{phone}``, ``{email}``), e.g.
+#: ``https://crm.example.com/leads/{external_id}``; applied here, so a bad value stops the
+#: daemon at start-up.
+CRM_URL_ENV: Final = "DIALER_CRM_URL"
 
 #: Placeholders of ``[api] crm_url``: the values ``dialer.web.crm_link`` fills in.
 _CRM_URL_FIELDS = frozenset({"lead_id", "external_id", "phone", "email"})

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, Protocol, TypeVar
@@ -31,7 +31,7 @@ from aiohttp import web
 from dialer.api.keys import CONFIG_KEY, DATABASE_URL_KEY, STORE_KEY
 from dialer.calls import CallEvent, CallEventKind, EventCallback
 from dialer.calls.controller import EventBatchCallback
-from dialer.config import Config
+from dialer.config import CRM_URL_ENV, Config
 from dialer.domain import Lead, LeadContext, RingPlan
 from dialer.domain import optional_utc_timestamp as _iso
 from dialer.logs import get_logger
@@ -39,7 +39,7 @@ from dialer.store.console import ConsoleStore
 from dialer.store.live import LiveChannel
 from dialer.web.auth import console_link, resolve_secret
 from dialer.web.events import EventHub, LiveEvent
-from dialer.web.relay import LiveRelay, RelaySettings
+from dialer.web.relay import DeclineHandler, LiveRelay, RelaySettings
 
 __all__ = [
     "CONSOLE_SETTINGS_KEY",
@@ -61,15 +61,6 @@ __all__ = [
     "web_ctx",
 ]
 
-#: Environment variable overriding ``[api] crm_url``, the CRM link template (``{lead_id}``,
-#: ``{external_id}``, ``{phone}``, ``{email}``), e.g.
-#: ``https://crm.example.com/leads/{external_id}``. :func:`dialer.config.parse_config` applies
-#: it, so a bad value stops the daemon at start-up.
-CRM_URL_ENV: Final = "DIALER_CRM_URL"
-
-DeclineHandler = Callable[[str, str], Awaitable[bool]]
-"""``(lead_id, rep_id) -> cancelled``: cancel that rep's ringing leg (set by the pipeline)."""
-
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
@@ -82,7 +73,7 @@ class ConsoleSettings:
     #: Key signing console links and page sessions (:func:`dialer.web.auth.resolve_secret`).
     secret: bytes
     #: CRM link template for a lead's card ("" for none): ``[api] crm_url`` or
-    #: :data:`CRM_URL_ENV`.
+    #: :data:`~dialer.config.CRM_URL_ENV`.
     crm_url: str = ""
     #: Seconds between SSE heartbeat comments (keeps proxies from closing idle streams).
     heartbeat_s: float = 15.0

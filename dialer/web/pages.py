@@ -374,9 +374,10 @@ async def console_decline(request: web.Request) -> web.Response:
     # Not this daemon's call (behind one service, the console's daemon is often not the one
     # ringing the rep): the daemon that placed it cancels the leg when the request reaches it.
     relay = request.app.get(LIVE_RELAY_KEY)
-    forwarded = not cancelled and relay is not None
-    if forwarded and relay is not None:
+    forwarded = False
+    if not cancelled and relay is not None:
         relay.request_decline(lead_id, rep_id)
+        forwarded = True
     await request.app[STORE_KEY].append_event(
         lead_id,
         "rep_declined",

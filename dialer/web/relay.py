@@ -58,8 +58,9 @@ DECLINE_REQUEST_KIND: Final = "decline_request"
 #: Decline requests from other daemons being handled at once; more are dropped (logged).
 _MAX_DECLINES_IN_FLIGHT: Final = 64
 
-#: The daemon's console decline (``Pipeline.decline``): True when it cancelled the leg.
 DeclineHandler = Callable[[str, str], Awaitable[bool]]
+"""``(lead_id, rep_id) -> cancelled``: the daemon's console decline (``Pipeline.decline``),
+True when it cancelled that rep's ringing leg."""
 
 #: Room kept in a payload for its envelope (``{"src":…,"seq":…,"events":[…]}``).
 _ENVELOPE_BYTES: Final = 96
@@ -264,12 +265,8 @@ class LiveRelay:
         return f'{self._own_prefix},"seq":{self._seq},"events":[{",".join(parts)}]}}'
 
     def _encode(self, event: LiveEvent, limit: int) -> str | None:
-        wire = {
-            "kind": event.kind,
-            "rep_id": event.rep_id,
-            "lead_id": event.lead_id,
-            "data": dict(event.data),
-        }
+        wire = event.to_json()
+        del wire["id"]  # the receiving hub numbers the events it publishes
         text = _dumps(wire)
         if len(text) <= limit:
             return text
