@@ -913,8 +913,8 @@ def _parse_api(table: _Table, env: Mapping[str, str]) -> ApiConfig:
             "default_region", f'expected an ISO 3166 region code such as "US"; got "{region}"'
         )
     public_url = table.str_("public_url", defaults.public_url).rstrip("/")
-    if public_url and not re.match(r"^https?://", public_url):
-        raise table.error("public_url", f'expected an http:// or https:// URL; got "{public_url}"')
+    if public_url:
+        _check_http_url(table, "public_url", public_url)
     crm_url = table.str_("crm_url", defaults.crm_url).strip()
     if env.get(CRM_URL_ENV, "").strip():
         crm_url = env[CRM_URL_ENV].strip()
@@ -942,12 +942,16 @@ CRM_URL_ENV: Final = "DIALER_CRM_URL"
 _CRM_URL_FIELDS = frozenset({"lead_id", "external_id", "phone", "email"})
 
 
+def _check_http_url(table: _Table, key: str, value: str) -> None:
+    if not re.match(r"^https?://", value):
+        raise table.error(key, f'expected an http:// or https:// URL; got "{value}"')
+
+
 def _check_crm_url(table: _Table, template: str) -> None:
     """Refuse a CRM link template the console could never turn into a link."""
     if not template:
         return
-    if not re.match(r"^https?://", template):
-        raise table.error("crm_url", f'expected an http:// or https:// URL; got "{template}"')
+    _check_http_url(table, "crm_url", template)
     try:
         names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as exc:
