@@ -20,6 +20,7 @@ from aiohttp import web
 from dialer.api.keys import STORE_KEY
 from dialer.app import Daemon
 from dialer.config import Config, parse_config
+from dialer.sipp import Transport, free_port
 from dialer.systemd import (
     NOTIFY_SOCKET_ENV,
     SERVICE_KEY,
@@ -346,12 +347,6 @@ def daemon_config(database_url: str, api_port: int = 0) -> Config:
     )
 
 
-def free_tcp_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class ReadyProbe(threading.Thread):
     """systemd's side on its own thread: at the first ``READY=1``, connect to the API port.
 
@@ -389,7 +384,7 @@ class ReadyProbe(threading.Thread):
 async def test_daemon_says_ready_once_when_http_accepts_connections(
     receiver: NotifyReceiver, database_url: str
 ) -> None:
-    port = free_tcp_port()
+    port = free_port(Transport.TCP)
     probe = ReadyProbe(receiver, port)
     probe.start()
     daemon = Daemon(daemon_config(database_url, port))

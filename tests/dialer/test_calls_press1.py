@@ -27,6 +27,7 @@ from dialer.calls.outcome import (
     LegKind,
     LegResult,
 )
+from dialer.calls.prompts import SpeechSettings
 from dialer.calls.ringing import (
     CancelLeg,
     Command,
@@ -289,7 +290,10 @@ async def running(*peers: SippPeer) -> AsyncIterator[list[SippProcess]]:
 
 
 @asynccontextmanager
-async def press1_controller(trunk: SippProcess) -> AsyncIterator[CallController]:
+async def press1_controller(
+    trunk: SippProcess, *, speech: SpeechSettings | None = None
+) -> AsyncIterator[CallController]:
+    """A started controller with RTP (press-1 prompts) and, with ``speech``, spoken sources."""
     calls = CallController(
         trunks=[
             TrunkConfig(
@@ -299,6 +303,7 @@ async def press1_controller(trunk: SippProcess) -> AsyncIterator[CallController]
         settings=ControllerSettings(
             bridge=BridgeSettings(prospect_ring_timeout_s=10.0),
             rtp=RtpEngineConfig(host="127.0.0.1", ports=None),
+            speech=speech,
         ),
     )
     await calls.start()

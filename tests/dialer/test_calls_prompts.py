@@ -14,14 +14,12 @@ import logging
 import shutil
 import stat
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from dialer.calls import BridgeSettings
-from dialer.calls.controller import CallController, ControllerSettings, default_accept_prompt
+from dialer.calls.controller import CallController, default_accept_prompt
 from dialer.calls.outcome import CallResult
 from dialer.calls.prompts import (
     MAX_SOURCE_CHARS,
@@ -31,10 +29,15 @@ from dialer.calls.prompts import (
     prompt_text,
     sanitize_source,
 )
-from dialer.config import ConfigError, TrunkConfig, parse_config
-from dialer.sipp import SippProcess
-from sip.aio.rtp import RtpEngineConfig
-from tests.dialer.test_calls_press1 import CALL_TIMEOUT_S, assert_ok, make_plan, peer, running
+from dialer.config import ConfigError, parse_config
+from tests.dialer.test_calls_press1 import (
+    CALL_TIMEOUT_S,
+    assert_ok,
+    make_plan,
+    peer,
+    press1_controller,
+    running,
+)
 from tests.support.press1_rep import (
     InProcessRep,
     heard_audible_seconds,
@@ -215,29 +218,6 @@ def test_speak_source_needs_its_synthesizer_at_start_up(tmp_path: Path) -> None:
 # -- the controller: what the rep hears ----------------------------------------------------------
 
 
-@asynccontextmanager
-async def speaking_controller(
-    trunk: SippProcess, speech: SpeechSettings
-) -> AsyncIterator[CallController]:
-    calls = CallController(
-        trunks=[
-            TrunkConfig(
-                name="primary", proxy=f"sip:127.0.0.1:{trunk.local_port}", options_interval_s=0
-            )
-        ],
-        settings=ControllerSettings(
-            bridge=BridgeSettings(prospect_ring_timeout_s=10.0),
-            rtp=RtpEngineConfig(host="127.0.0.1", ports=None),
-            speech=speech,
-        ),
-    )
-    await calls.start()
-    try:
-        yield calls
-    finally:
-        await calls.close()
-
-
 async def press1_call(
     calls: CallController, phone: InProcessRep, pick_up: asyncio.Event, prompt_s: float
 ) -> tuple[CallResult, float]:
@@ -276,7 +256,7 @@ async def test_the_rep_hears_the_lead_source_when_its_prompt_is_ready() -> None:
     generic = default_accept_prompt()
     async with running(peer("calls_prospect_answer_hangup", pause_ms=200)) as (prospect,):
         async with (
-            speaking_controller(prospect, SpeechSettings()) as calls,
+            press1_controller(prospect, speech=SpeechSettings()) as calls,
             InProcessRep() as phone,
         ):
             pick_up = asyncio.Event()
@@ -314,7 +294,7 @@ async def test_a_slow_or_failing_synthesizer_falls_back_to_the_generic_prompt(
     caplog.set_level(logging.INFO, logger="dialer.calls")
     async with running(peer("calls_prospect_answer_hangup", pause_ms=200)) as (prospect,):
         speech = SpeechSettings(command=command)
-        async with speaking_controller(prospect, speech) as calls, InProcessRep() as phone:
+        async with press1_controller(prospect, speech=speech) as calls, InProcessRep() as phone:
             pick_up = asyncio.Event()
             task = asyncio.create_task(press1_call(calls, phone, pick_up, generic.duration))
             await until(lambda: calls.source_prompts is not None)

@@ -195,15 +195,21 @@ async def floor(
         yield Floor(pipeline, Store(pool), routing, rep_procs, trunk, config)
 
 
-async def test_lead_rings_reps_bridges_first_answer_and_completes(
-    database_url: str, tmp_path: Path
-) -> None:
+def ann_answers_bob_busy_cat_rings(tmp_path: Path) -> tuple[dict[str, Path], Path]:
+    """Reps and prospect: ann answers after 300 ms, bob is busy, cat rings until cancelled;
+    the prospect answers after 100 ms and hangs up 300 ms later."""
     reps = {
         "ann": rep_scenario(tmp_path / "ann.xml", answer_ms=300),
         "bob": rep_scenario(tmp_path / "bob.xml", busy=True),
         "cat": rep_scenario(tmp_path / "cat.xml", answer_ms=None),
     }
-    prospect = prospect_scenario(tmp_path / "prospect.xml", answer_ms=100, hangup_ms=300)
+    return reps, prospect_scenario(tmp_path / "prospect.xml", answer_ms=100, hangup_ms=300)
+
+
+async def test_lead_rings_reps_bridges_first_answer_and_completes(
+    database_url: str, tmp_path: Path
+) -> None:
+    reps, prospect = ann_answers_bob_busy_cat_rings(tmp_path)
     async with floor(database_url, tmp_path, reps, prospect) as f:
         lead_id = await f.post()
         await f.wait(lead_id, LeadStatus.COMPLETED)
@@ -275,13 +281,7 @@ _TIMELINE_KIND = {
 async def test_call_events_are_written_in_batches_and_the_timeline_is_unchanged(
     database_url: str, tmp_path: Path
 ) -> None:
-    # The floor of test_lead_rings_reps_bridges_first_answer_and_completes.
-    reps = {
-        "ann": rep_scenario(tmp_path / "ann.xml", answer_ms=300),
-        "bob": rep_scenario(tmp_path / "bob.xml", busy=True),
-        "cat": rep_scenario(tmp_path / "cat.xml", answer_ms=None),
-    }
-    prospect = prospect_scenario(tmp_path / "prospect.xml", answer_ms=100, hangup_ms=300)
+    reps, prospect = ann_answers_bob_busy_cat_rings(tmp_path)
     recorder: list[RecordingCalls] = []
 
     def wrap(calls: CallController) -> CallStarter:

@@ -29,6 +29,7 @@ from sip.prompt import (
     silence,
     tone,
 )
+from tests.support.press1_rep import power_at
 
 SHIPPED = Path(__file__).resolve().parents[2] / "dialer" / "prompts"
 
@@ -58,16 +59,6 @@ def wav(
         + (b"\x00" if len(audio) % 2 else b"")
     )
     return b"RIFF" + struct.pack("<I", len(body)) + body
-
-
-def power_at(pcm: bytes, frequency: float, rate: int = 8000) -> float:
-    """Goertzel: the signal's power at ``frequency``, normalised by length."""
-    samples = struct.unpack(f"<{len(pcm) // 2}h", pcm)
-    coefficient = 2 * math.cos(2 * math.pi * frequency / rate)
-    previous = before = 0.0
-    for sample in samples:
-        previous, before = sample + coefficient * previous - before, previous
-    return (previous**2 + before**2 - coefficient * previous * before) / len(samples) ** 2
 
 
 def test_a_ulaw_wav_file_parses() -> None:
